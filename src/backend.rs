@@ -1,0 +1,209 @@
+//! Backend selection: the one place where a concrete Burn backend is named.
+//!
+//! Every job (training, evaluation, benchmarks) is written once, generic over `B: AutodiffBackend`, as a
+//! [`BackendJob`]. [`run_on`] maps a [`BackendName`] chosen at run time (`--backend flex|ndarray|wgpu|vulkan|cuda`)
+//! to the matching generic instantiation. A backend that was not compiled in, or whose driver is missing at run
+//! time (no `libcuda.so`, no Vulkan/WGPU adapter), is reported as a [`BackendError`], never as a panic.
+
+use std::fmt;
+
+use burn::tensor::{backend::AutodiffBackend, Tensor};
+
+/// The backends this project knows. Which of them are usable depends on the cargo features the binary was
+/// built with (see [`BackendName::compiled`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendName {
+    /// Pure-Rust CPU backend (`burn-flex`), feature `flex` (default).
+    Flex,
+    /// `ndarray` CPU backend, feature `ndarray`.
+    Ndarray,
+    /// WGPU (WGSL shaders, any Vulkan/Metal/DX12 adapter), feature `wgpu`.
+    Wgpu,
+    /// WGPU compiling SPIR-V for Vulkan devices, feature `vulkan`.
+    Vulkan,
+    /// NVIDIA CUDA, feature `cuda` (needs `libcuda` and `libnvrtc` at run time).
+    Cuda,
+}
+
+impl BackendName {
+    /// All backends, compiled in or not.
+    pub const ALL: [BackendName; 5] = [Self::Flex, Self::Ndarray, Self::Wgpu, Self::Vulkan, Self::Cuda];
+
+    /// The lowercase name used on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Flex => "flex",
+            Self::Ndarray => "ndarray",
+            Self::Wgpu => "wgpu",
+            Self::Vulkan => "vulkan",
+            Self::Cuda => "cuda",
+        }
+    }
+
+    /// Whether this binary was built with the cargo feature of this backend.
+    pub fn compiled(self) -> bool {
+        match self {
+            Self::Flex => cfg!(feature = "flex"),
+            Self::Ndarray => cfg!(feature = "ndarray"),
+            Self::Wgpu => cfg!(feature = "wgpu"),
+            Self::Vulkan => cfg!(feature = "vulkan"),
+            Self::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+
+    /// The backends compiled into this binary.
+    pub fn available() -> Vec<BackendName> {
+        Self::ALL.into_iter().filter(|b| b.compiled()).collect()
+    }
+
+    /// The default backend: the first compiled CPU backend (flex before ndarray), else the first compiled one.
+    pub fn default_compiled() -> Option<BackendName> {
+        Self::available().into_iter().next()
+    }
+}
+
+impl fmt::Display for BackendName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a backend could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The binary was built without the backend's cargo feature.
+    #[error(
+        "backend `{name}` is not compiled into this binary; rebuild with `--features {name}` \
+         (compiled in: {available})"
+    )]
+    NotCompiled {
+        /// The requested backend.
+        name: BackendName,
+        /// The compiled backends, comma-separated.
+        available: String,
+    },
+    /// The backend is compiled in but its driver or device is not usable on this machine.
+    #[error("backend `{name}` is compiled in but cannot start on this machine: {reason}")]
+    Unavailable {
+        /// The requested backend.
+        name: BackendName,
+        /// What is missing, in words.
+        reason: String,
+    },
+}
+
+/// A piece of work written once, generic over the autodiff backend.
+pub trait BackendJob {
+    /// What the job returns.
+    type Output;
+    /// Run the job on backend `B` and `device`.
+    fn run<B: AutodiffBackend>(self, backend: BackendName, device: B::Device) -> Self::Output;
+}
+
+/// Run `job` on the backend named `name`, after checking that the backend can start.
+pub fn run_on<J: BackendJob>(name: BackendName, job: J) -> Result<J::Output, BackendError> {
+    if !name.compiled() {
+        return Err(BackendError::NotCompiled {
+            name,
+            available: BackendName::available()
+                .iter()
+                .map(|b| b.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    match name {
+        #[cfg(feature = "flex")]
+        BackendName::Flex => {
+            type B = burn::backend::Autodiff<burn::backend::Flex>;
+            start::<B, J>(name, Default::default(), job)
+        }
+        #[cfg(feature = "ndarray")]
+        BackendName::Ndarray => {
+            type B = burn::backend::Autodiff<burn::backend::NdArray>;
+            start::<B, J>(name, Default::default(), job)
+        }
+        #[cfg(feature = "wgpu")]
+        BackendName::Wgpu => {
+            type B = burn::backend::Autodiff<burn::backend::Wgpu>;
+            start::<B, J>(name, Default::default(), job)
+        }
+        #[cfg(feature = "vulkan")]
+        BackendName::Vulkan => {
+            type B = burn::backend::Autodiff<burn::backend::Vulkan>;
+            start::<B, J>(name, Default::default(), job)
+        }
+        #[cfg(feature = "cuda")]
+        BackendName::Cuda => {
+            if let Some(reason) = missing_cuda_library() {
+                return Err(BackendError::Unavailable { name, reason });
+            }
+            type B = burn::backend::Autodiff<burn::backend::Cuda>;
+            start::<B, J>(name, Default::default(), job)
+        }
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("checked by BackendName::compiled"),
+    }
+}
+
+/// Probe the device with a tiny computation (GPU runtimes initialise lazily and panic when no driver or
+/// adapter is found), then run the job.
+fn start<B: AutodiffBackend, J: BackendJob>(
+    name: BackendName,
+    device: B::Device,
+    job: J,
+) -> Result<J::Output, BackendError> {
+    probe::<B>(&device).map_err(|reason| BackendError::Unavailable { name, reason })?;
+    tracing::info!(backend = %name, device = ?device, "backend ready");
+    Ok(job.run::<B>(name, device))
+}
+
+/// Run `1 + 1` on the device, turning a panic of the runtime into an error message.
+fn probe<B: AutodiffBackend>(device: &B::Device) -> Result<(), String> {
+    let device = device.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let x = Tensor::<B, 1>::ones([2], &device);
+        (x.clone() + x).into_data().to_vec::<f32>()
+    }));
+    std::panic::set_hook(previous);
+    match result {
+        Ok(Ok(v)) if v == [2.0, 2.0] => Ok(()),
+        Ok(Ok(v)) => Err(format!("the device computed 1 + 1 = {v:?}")),
+        Ok(Err(e)) => Err(format!("could not read back a tensor: {e:?}")),
+        Err(panic) => Err(panic_message(panic.as_ref())),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "the runtime panicked while initialising the device".to_string()
+    }
+}
+
+/// `Some(reason)` when the CUDA driver or NVRTC cannot be loaded (checked before the runtime panics on it).
+#[cfg(feature = "cuda")]
+fn missing_cuda_library() -> Option<String> {
+    let loadable = |names: &[&str]| {
+        names
+            .iter()
+            .any(|n| unsafe { libloading::Library::new(n) }.is_ok())
+    };
+    if !loadable(&["libcuda.so.1", "libcuda.so"]) {
+        return Some("the NVIDIA driver library libcuda.so could not be loaded (no NVIDIA driver installed?)".into());
+    }
+    if !loadable(&["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11"]) {
+        return Some(
+            "the CUDA runtime compiler libnvrtc.so could not be loaded (install the CUDA toolkit or put libnvrtc on \
+             LD_LIBRARY_PATH)"
+                .into(),
+        );
+    }
+    None
+}
