@@ -11,7 +11,9 @@ use burn::tensor::{backend::AutodiffBackend, Tensor};
 
 /// The backends this project knows. Which of them are usable depends on the cargo features the binary was
 /// built with (see [`BackendName::compiled`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendName {
     /// Pure-Rust CPU backend (`burn-flex`), feature `flex` (default).
@@ -28,7 +30,13 @@ pub enum BackendName {
 
 impl BackendName {
     /// All backends, compiled in or not.
-    pub const ALL: [BackendName; 5] = [Self::Flex, Self::Ndarray, Self::Wgpu, Self::Vulkan, Self::Cuda];
+    pub const ALL: [BackendName; 5] = [
+        Self::Flex,
+        Self::Ndarray,
+        Self::Wgpu,
+        Self::Vulkan,
+        Self::Cuda,
+    ];
 
     /// The lowercase name used on the command line.
     pub fn as_str(self) -> &'static str {
@@ -198,7 +206,12 @@ fn missing_cuda_library() -> Option<String> {
     if !loadable(&["libcuda.so.1", "libcuda.so"]) {
         return Some("the NVIDIA driver library libcuda.so could not be loaded (no NVIDIA driver installed?)".into());
     }
-    if !loadable(&["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11"]) {
+    if !loadable(&[
+        "libnvrtc.so",
+        "libnvrtc.so.13",
+        "libnvrtc.so.12",
+        "libnvrtc.so.11",
+    ]) {
         return Some(
             "the CUDA runtime compiler libnvrtc.so could not be loaded (install the CUDA toolkit or put libnvrtc on \
              LD_LIBRARY_PATH)"

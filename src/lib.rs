@@ -15,6 +15,9 @@
 //! names one.
 
 pub mod backend;
+pub mod bench;
+pub mod jobs;
+pub mod progress;
 
 pub use hst_backbone as backbone;
 pub use hst_data as data;

@@ -1,21 +1,175 @@
-//! The `hst` command line: train, evaluate and benchmark HST models.
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+//! The `hst` command line: train, evaluate, predict, make partial labels, export the embedded dataset, plot a
+//! run, benchmark. `cargo run --release` (no arguments) trains HST on the embedded dataset.
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use hst::backend::{run_on, BackendJob, BackendName};
+use hst::jobs::{default_run_dir, EvalJob, PredictJob, TrainJob};
+use hst::progress::ProgressObserver;
+use hst_data::label_file::{read_label_csv, write_label_csv};
+use hst_data::{EmbeddedDataset, PartialLabels};
+use hst_train::report::write_report;
+use hst_train::{EpochLog, TrainConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "hst", version, about = "HST: multi-label recognition with partial labels, on Burn")]
+#[command(
+    name = "hst",
+    version,
+    about = "HST (Heterogeneous Semantic Transfer): multi-label recognition with partial labels, on Burn",
+    long_about = "HST (Heterogeneous Semantic Transfer): multi-label recognition with partial labels, on Burn.\n\
+                  Without a command, `hst` trains HST on the embedded dataset (the `embedded` preset)."
+)]
 struct Cli {
+    /// Backend to run on (those compiled into this binary; see `hst backends`).
+    #[arg(long, global = true, value_enum, default_value = "flex")]
+    backend: BackendName,
+    /// Log verbosity (`-v` info, `-vv` debug); RUST_LOG overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+/// Which configuration a command starts from.
+#[derive(Args, Debug, Clone)]
+struct ConfigArgs {
+    /// Start from a preset: reference, coco, voc, vg, voc-lite0, embedded.
+    #[arg(long, default_value = "embedded")]
+    preset: String,
+    /// Start from a configuration file (JSON, e.g. a run's config.json) instead of a preset.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override a value: `--set optimizer.lr=1e-4 --set model.ablation.cst=false` (dotted JSON path).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Train the plain partial-BCE baseline (no IST, CST or DTL) of the configuration.
+    #[arg(long)]
+    baseline: bool,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<TrainConfig> {
+        let base = match &self.config {
+            Some(path) => TrainConfig::load(path)?,
+            None => TrainConfig::preset(&self.preset)?,
+        };
+        let config = base.with_overrides(&self.overrides)?;
+        Ok(if self.baseline {
+            config.baseline()
+        } else {
+            config
+        })
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Train HST (the default command: trains on the embedded dataset).
-    Train,
+    /// Train HST (default: the embedded dataset at 30% known labels).
+    Train {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Run folder (default: runs/<preset>-<time>).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Continue the run in --out from its last checkpoint.
+        #[arg(long, requires = "out")]
+        resume: bool,
+        /// Print the configuration as JSON and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
+    /// Evaluate a run's checkpoint on its test set.
+    Eval {
+        /// The run folder.
+        #[arg(long, value_name = "DIR")]
+        run: PathBuf,
+        /// Which checkpoint.
+        #[arg(long, value_enum, default_value = "best")]
+        checkpoint: Checkpoint,
+        /// Print the metrics as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Predict the labels of images with a run's checkpoint.
+    Predict {
+        /// The run folder.
+        #[arg(long, value_name = "DIR")]
+        run: PathBuf,
+        /// Which checkpoint.
+        #[arg(long, value_enum, default_value = "best")]
+        checkpoint: Checkpoint,
+        /// Show the classes whose probability is at least this (always at least the top one).
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f32,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Image files.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Make or inspect partial-label files (CSV rows of -1/0/1, the reference's format).
+    #[command(subcommand)]
+    Labels(LabelsCommand),
+    /// Write the embedded dataset as PNG files + CSV manifests.
+    ExportDataset {
+        /// Output folder.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Redraw the plots of a run folder from its metrics.jsonl.
+    Report {
+        /// The run folder.
+        #[arg(long, value_name = "DIR")]
+        run: PathBuf,
+    },
     /// List the backends compiled into this binary and check that each can start here.
     Backends,
+}
+
+#[derive(Subcommand, Debug)]
+enum LabelsCommand {
+    /// Apply the reference protocol (numpy MT19937, keep iff u < p) to a full-label CSV or a configuration's
+    /// training set, and write the partial labels.
+    Make {
+        /// Full labels (CSV of -1/1); default: the training set of --preset/--config.
+        #[arg(long, value_name = "FILE")]
+        full: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Proportion of known labels.
+        #[arg(long)]
+        proportion: f64,
+        /// Seed of the protocol.
+        #[arg(long, default_value_t = 0)]
+        seed: u32,
+        /// Output CSV.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print the statistics of a partial-label CSV.
+    Inspect {
+        /// The CSV.
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Checkpoint {
+    Best,
+    Last,
+}
+
+impl Checkpoint {
+    fn file(self) -> String {
+        match self {
+            Self::Best => "best.ckpt".into(),
+            Self::Last => "last.ckpt".into(),
+        }
+    }
 }
 
 struct Probe;
@@ -24,11 +178,184 @@ impl BackendJob for Probe {
     fn run<B: burn::tensor::backend::AutodiffBackend>(self, _: BackendName, _: B::Device) {}
 }
 
-fn main() -> Result<()> {
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Train) {
-        Command::Train => {
-            println!("hst train: not yet implemented (the training issue lands it)");
+    init_logging(cli.verbose);
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let backend = cli.backend;
+    let command = cli.command.unwrap_or(Command::Train {
+        config: ConfigArgs {
+            preset: "embedded".into(),
+            config: None,
+            overrides: Vec::new(),
+            baseline: false,
+        },
+        out: None,
+        resume: false,
+        print_config: false,
+    });
+    match command {
+        Command::Train {
+            config,
+            out,
+            resume,
+            print_config,
+        } => {
+            let mut config = config.load()?;
+            if resume {
+                let dir = out.as_ref().expect("clap requires --out with --resume");
+                config = TrainConfig::load(&dir.join("config.json")).context("--resume")?;
+            }
+            if print_config {
+                println!("{}", config.to_json());
+                return Ok(());
+            }
+            train(backend, config, out, resume)
+        }
+        Command::Eval {
+            run,
+            checkpoint,
+            json,
+        } => {
+            let config = TrainConfig::load(&run.join("config.json"))?;
+            let data = hst_train::data::load(&config.data)?;
+            let eval = run_on(
+                backend,
+                EvalJob {
+                    run_dir: run.clone(),
+                    checkpoint: checkpoint.file(),
+                    data: &data,
+                },
+            )??;
+            let m = &eval.metrics;
+            if json {
+                println!("{}", serde_json::to_string_pretty(m)?);
+            } else {
+                println!(
+                    "{}: {} test images\nmAP {:.2}  averageAP {:.2}\nOP {:.2}  OR {:.2}  OF1 {:.2}  CP {:.2}  CR {:.2}  CF1 {:.2}\ntop-3: OF1 {:.2}  CF1 {:.2}",
+                    run.join("checkpoints").join(checkpoint.file()).display(),
+                    m.images,
+                    100.0 * m.map,
+                    100.0 * m.average_ap,
+                    100.0 * m.op,
+                    100.0 * m.or,
+                    100.0 * m.of1,
+                    100.0 * m.cp,
+                    100.0 * m.cr,
+                    100.0 * m.cf1,
+                    100.0 * m.top3.of1,
+                    100.0 * m.top3.cf1
+                );
+            }
+            Ok(())
+        }
+        Command::Predict {
+            run,
+            checkpoint,
+            threshold,
+            json,
+            images,
+        } => {
+            let predictions = run_on(
+                backend,
+                PredictJob {
+                    run_dir: run,
+                    checkpoint: checkpoint.file(),
+                    images,
+                },
+            )??;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&predictions)?);
+            } else {
+                for p in &predictions {
+                    let shown: Vec<String> = p
+                        .scores
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, (_, s))| *i == 0 || *s >= threshold)
+                        .map(|(_, (c, s))| format!("{c} {s:.3}"))
+                        .collect();
+                    println!("{}\t{}", p.image.display(), shown.join(", "));
+                }
+            }
+            Ok(())
+        }
+        Command::Labels(LabelsCommand::Make {
+            full,
+            config,
+            proportion,
+            seed,
+            out,
+        }) => {
+            if !(0.0..=1.0).contains(&proportion) {
+                bail!("--proportion must be in [0, 1], got {proportion}");
+            }
+            let full = match full {
+                Some(path) => read_label_csv(&path)?.labels,
+                None => {
+                    let config = config.load()?;
+                    hst_train::data::load(&config.data)?
+                        .train
+                        .full_labels()
+                        .clone()
+                }
+            };
+            let labels = PartialLabels::from_protocol(full, proportion, seed);
+            write_label_csv(&out, labels.partial(), None, None)?;
+            print_stats(&out.display().to_string(), &labels.partial().stats());
+            Ok(())
+        }
+        Command::Labels(LabelsCommand::Inspect { file }) => {
+            let table = read_label_csv(&file)?;
+            print_stats(&file.display().to_string(), &table.labels.stats());
+            Ok(())
+        }
+        Command::ExportDataset { out } => {
+            let data = EmbeddedDataset::load()?;
+            let written = data.export(&out)?;
+            for w in written {
+                println!("wrote {}", w.display());
+            }
+            Ok(())
+        }
+        Command::Report { run } => {
+            let path = run.join("metrics.jsonl");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut records = Vec::new();
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let log: EpochLog = serde_json::from_str(line)
+                    .with_context(|| format!("{} line {}", path.display(), i + 1))?;
+                records.push(log.record);
+            }
+            for p in write_report(&run.join("report"), &records, None)? {
+                println!("wrote {}", p.display());
+            }
+            Ok(())
         }
         Command::Backends => {
             for name in BackendName::ALL {
@@ -37,7 +364,95 @@ fn main() -> Result<()> {
                     Err(e) => println!("{name:8} {e}"),
                 }
             }
+            Ok(())
         }
     }
+}
+
+fn print_stats(name: &str, s: &hst_data::LabelStats) {
+    println!(
+        "{name}: {} images x {} classes; known fraction {:.4} ({} positives, {} negatives); \
+         {} images with no known label; {} ({:.1}%) with >= 1 known positive",
+        s.images,
+        s.classes,
+        s.known_fraction,
+        s.positives,
+        s.negatives,
+        s.images_without_known,
+        s.images_with_known_positive,
+        100.0 * s.images_with_known_positive as f64 / s.images.max(1) as f64
+    );
+    println!("known positives per class: {:?}", s.positives_per_class);
+}
+
+fn train(
+    backend: BackendName,
+    config: TrainConfig,
+    out: Option<PathBuf>,
+    resume: bool,
+) -> Result<()> {
+    let out = out.unwrap_or_else(|| default_run_dir(&config.preset));
+    let data = hst_train::data::load(&config.data)?;
+    let stats = data.partial.partial().stats();
+    eprintln!(
+        "hst: {} on {} ({} train / {} test images, {} classes, {:.0}% known labels), backend {backend}, run folder {}",
+        if config.model.ablation.partial_bce_only { "partial-BCE baseline" } else { "HST" },
+        config.preset,
+        data.train.len(),
+        data.test.len(),
+        data.classes().len(),
+        100.0 * stats.known_fraction,
+        out.display()
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("\nsecond Ctrl-C: exiting without saving");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\nCtrl-C: saving a checkpoint after this batch (press again to exit at once)"
+            );
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let mut observer = ProgressObserver::new(config.epochs);
+    let summary = run_on(
+        backend,
+        TrainJob {
+            config,
+            data: &data,
+            out: out.clone(),
+            resume,
+            stop,
+            observer: &mut observer,
+        },
+    )??;
+    drop(observer);
+    if summary.interrupted {
+        println!(
+            "interrupted; resume with: hst train --resume --out {}",
+            summary.run_dir.display()
+        );
+        return Ok(());
+    }
+    if let Some(m) = &summary.last {
+        println!(
+            "done in {:.0} s: last epoch mAP {:.2}  OF1 {:.2}  CF1 {:.2}",
+            summary.seconds,
+            100.0 * m.map,
+            100.0 * m.of1,
+            100.0 * m.cf1
+        );
+    }
+    if let Some((map, epoch)) = summary.best {
+        println!("best mAP {:.2} at epoch {epoch}", 100.0 * map);
+    }
+    println!(
+        "run folder: {} (metrics.csv, report/*.png, checkpoints/)",
+        summary.run_dir.display()
+    );
     Ok(())
 }

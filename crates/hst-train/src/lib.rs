@@ -1,0 +1,20 @@
+//! Training, evaluation and reporting for HST.
+//!
+//! - [`config`]: the run configuration ([`TrainConfig`]) with the reference recipe and presets;
+//! - [`data`]: datasets, partial labels and word vectors of a run;
+//! - [`trainer`]: the training loop ([`trainer::train`]), evaluation, prototypes, checkpoints, resume;
+//! - [`metrics`]: mAP and the F1 family exactly as the reference computes them, pseudo-label quality;
+//! - [`checkpoint`]: atomic single-file checkpoints;
+//! - [`report`]: PNG plots of a run.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod metrics;
+pub mod report;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use error::TrainError;
+pub use trainer::{train, EpochLog, Phase, RunSummary, TrainObserver, TrainOptions};
