@@ -1,0 +1,158 @@
+//! Dataset readers and the [`MultiLabelSource`] trait shared by file datasets and the embedded
+//! dataset.
+//!
+//! Each reader returns a [`FileDataset`]: image paths, full labels `[images, classes]` and class
+//! names, in the order the reference uses.
+
+pub mod coco;
+pub mod manifest;
+pub mod vg;
+pub mod voc;
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+
+use crate::error::{DataError, Result};
+use crate::labels::LabelMatrix;
+
+/// A multi-label image dataset: what the trainer needs from any data source.
+pub trait MultiLabelSource: Send + Sync {
+    /// Number of images.
+    fn len(&self) -> usize;
+
+    /// Whether there is no image.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Class names, `[classes]`.
+    fn classes(&self) -> &[String];
+
+    /// Full ground-truth labels, `[images, classes]`.
+    fn full_labels(&self) -> &LabelMatrix;
+
+    /// Decodes image `index` as 8-bit RGB.
+    ///
+    /// # Errors
+    /// A missing or corrupt image gives an error naming the file.
+    fn load_image(&self, index: usize) -> Result<RgbImage>;
+
+    /// A name for image `index` (its path or id), for messages and exports.
+    fn image_name(&self, index: usize) -> String;
+}
+
+/// A dataset of image files with full labels.
+#[derive(Clone, Debug)]
+pub struct FileDataset {
+    classes: Vec<String>,
+    images: Vec<PathBuf>,
+    labels: LabelMatrix,
+}
+
+impl FileDataset {
+    /// Pairs image paths with the rows of `labels`.
+    ///
+    /// # Errors
+    /// [`DataError::Shape`] if the numbers of images, label rows or classes disagree.
+    pub fn new(classes: Vec<String>, images: Vec<PathBuf>, labels: LabelMatrix) -> Result<Self> {
+        if images.len() != labels.images() || classes.len() != labels.classes() {
+            return Err(DataError::Shape(format!(
+                "{} images and {} classes, but labels are {}x{}",
+                images.len(),
+                classes.len(),
+                labels.images(),
+                labels.classes()
+            )));
+        }
+        Ok(Self {
+            classes,
+            images,
+            labels,
+        })
+    }
+
+    /// Image paths, `[images]`.
+    pub fn image_paths(&self) -> &[PathBuf] {
+        &self.images
+    }
+
+    /// Full labels, `[images, classes]`.
+    pub fn labels(&self) -> &LabelMatrix {
+        &self.labels
+    }
+
+    /// Class names, `[classes]`.
+    pub fn class_names(&self) -> &[String] {
+        &self.classes
+    }
+
+    /// The images `indices` (in that order) as a new dataset.
+    pub fn select(&self, indices: &[usize]) -> Self {
+        Self {
+            classes: self.classes.clone(),
+            images: indices.iter().map(|&i| self.images[i].clone()).collect(),
+            labels: self.labels.select_rows(indices),
+        }
+    }
+}
+
+impl MultiLabelSource for FileDataset {
+    fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    fn full_labels(&self) -> &LabelMatrix {
+        &self.labels
+    }
+
+    fn load_image(&self, index: usize) -> Result<RgbImage> {
+        decode_image_file(&self.images[index])
+    }
+
+    fn image_name(&self, index: usize) -> String {
+        self.images[index].display().to_string()
+    }
+}
+
+/// Reads and decodes an image file (format guessed from its content) as 8-bit RGB.
+///
+/// # Errors
+/// [`DataError::Io`] if it cannot be read, [`DataError::Image`] if it cannot be decoded.
+pub fn decode_image_file(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let img = image::load_from_memory(&bytes).map_err(|source| DataError::Image {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(img.into_rgb8())
+}
+
+/// Fails with [`DataError::MissingImage`] for the first path of `images` that is not a file.
+pub(crate) fn check_images_exist(images: &[PathBuf], listed_in: &Path) -> Result<()> {
+    match images.iter().find(|p| !p.is_file()) {
+        Some(p) => Err(DataError::MissingImage {
+            image: p.clone(),
+            listed_in: listed_in.to_path_buf(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Reads a whole text file.
+pub(crate) fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))
+}
+
+/// Reads a JSON file into `T`.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|source| DataError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
