@@ -227,6 +227,13 @@ pub fn build_model<B: Backend>(
     Ok(model)
 }
 
+/// Load a record into `model` and re-apply the trunk's freezing policy: a loaded parameter takes the
+/// `require_grad` flag of the lazily initialised parameter it replaces, which loses the freeze.
+fn reload<B: Backend>(model: Hst<B>, record: <Hst<B> as Module<B>>::Record) -> Hst<B> {
+    let frozen = model.trunk.frozen_stages();
+    model.load_record(record).map_trunk(|t| t.freeze(frozen))
+}
+
 fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {
     t.clone().into_scalar().elem::<f64>()
 }
@@ -504,7 +511,7 @@ pub fn train<B: AutodiffBackend>(
             message: format!("does not fit this model: {e:?}"),
         };
         let record = Bytes::default().load(file.model, device).map_err(bad)?;
-        model = model.load_record(record);
+        model = reload(model, record);
         let record = Bytes::default().load(file.optimizer, device).map_err(bad)?;
         optim = optim.load_record(record);
         start_epoch = file.header.epoch;
@@ -863,5 +870,5 @@ pub fn load_run_model<B: Backend>(
             path: path.clone(),
             message: format!("does not fit this model: {e:?}"),
         })?;
-    Ok((config, constants, model.load_record(record)))
+    Ok((config, constants, reload(model, record)))
 }

@@ -1,0 +1,87 @@
+//! Errors of the training crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while training, evaluating or reporting.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A flat `[rows, classes]` buffer whose length does not fit the stated shape.
+    #[error("{what}: expected a row-major [rows, {classes}] buffer, got {len} values")]
+    BadShape {
+        /// Which input (`"scores"`, `"targets"`, …).
+        what: &'static str,
+        /// Length of the buffer.
+        len: usize,
+        /// Stated number of classes.
+        classes: usize,
+    },
+    /// Two buffers that must describe the same matrix disagree in size.
+    #[error("{what}: {left_name} has {left} values but {right_name} has {right}")]
+    LengthMismatch {
+        /// Which computation.
+        what: &'static str,
+        /// Name of the first buffer.
+        left_name: &'static str,
+        /// Its length.
+        left: usize,
+        /// Name of the second buffer.
+        right_name: &'static str,
+        /// Its length.
+        right: usize,
+    },
+    /// A file or directory of the run report could not be created or written.
+    #[error("report: cannot write {path}: {source}")]
+    ReportIo {
+        /// The path that failed.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Drawing or encoding a plot failed.
+    #[error("report: cannot draw {path}: {message}")]
+    Plot {
+        /// The plot that failed.
+        path: PathBuf,
+        /// What the plotting or encoding library said.
+        message: String,
+    },
+    /// Inputs of the run report are inconsistent (e.g. a co-occurrence matrix that is not `[C, C]`).
+    #[error("report: {0}")]
+    ReportInput(String),
+    /// Reading or writing a file of the run failed.
+    #[error("cannot access {path}: {source}")]
+    Io {
+        /// The path that failed.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checkpoint file is unreadable or does not fit the model.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A configuration file or override is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The loss became NaN or infinite; the last good checkpoint is kept.
+    #[error("the loss became {value} at epoch {epoch}, batch {batch} (terms: {terms}); stopped, the last good checkpoint is kept")]
+    NonFiniteLoss {
+        /// The offending total loss.
+        value: f64,
+        /// Epoch of the failure.
+        epoch: usize,
+        /// Batch of the failure.
+        batch: usize,
+        /// The separate loss terms, for diagnosis.
+        terms: String,
+    },
+    /// A data error (reading a dataset or image).
+    #[error(transparent)]
+    Data(#[from] hst_data::DataError),
+}

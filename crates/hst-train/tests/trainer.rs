@@ -1,0 +1,190 @@
+//! End-to-end tests of the training loop on a tiny configuration of the embedded dataset: resume determinism,
+//! the NaN stop, checkpoints and the run folder.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use hst_backbone::sarl::SarlConfig;
+use hst_backbone::trunk::{BlockKind, ResNetLayout, TrunkConfig};
+use hst_data::TransformConfig;
+use hst_train::checkpoint;
+use hst_train::config::DataSource;
+use hst_train::trainer::{load_run_model, Phase, Silent};
+use hst_train::{train, TrainConfig, TrainError, TrainObserver, TrainOptions};
+use hst_transfer::{HstConfig, ScheduleConfig};
+
+type B = Autodiff<Flex>;
+
+/// The backend's RNG (model initialisation) is global: tests that compare runs must not interleave.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn tiny() -> TrainConfig {
+    let mut c = TrainConfig::embedded();
+    let trunk = TrunkConfig::resnet_layout(ResNetLayout::new(BlockKind::Basic, [1, 1, 1, 1]))
+        .with_base_width(4)
+        .with_frozen_stages(1);
+    let sarl = SarlConfig::new(0, 32, 50)
+        .with_pool(false)
+        .with_feature_dim(16)
+        .with_attention_dim(8)
+        .with_output_dim(16);
+    let mut model = HstConfig::new(trunk, sarl);
+    model.ist = model.ist.with_hidden_dim(8).with_pair_dim(16);
+    model.cst.prototypes = 2;
+    model.schedule = ScheduleConfig::new()
+        .with_pseudo_label_epoch(1)
+        .with_prototype_interval(1);
+    c.model = model;
+    c.data.source = DataSource::Embedded {
+        train_images: 48,
+        test_images: 20,
+    };
+    c.data.transform = TransformConfig::scaled(32);
+    // 48 images at 30% known leave some class without a known positive: guard its NaN adjacency row.
+    c.data.guard_adjacency_nan = true;
+    c.batch_size = 16;
+    c.eval_batch_size = 8;
+    c.epochs = 3;
+    c.optimizer.lr = 1e-2;
+    c
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hst-train-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Every float parameter of the last checkpoint's model, in module order (parameter ids are random, so the
+/// record bytes of two runs differ even when their weights are equal).
+fn weights(dir: &Path) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl ModuleVisitor<Flex> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Flex, D>>) {
+            self.0.extend(param.val().into_data().iter::<f32>());
+        }
+    }
+    let (_, _, model) = load_run_model::<Flex>(dir, "last.ckpt", &Default::default()).unwrap();
+    let mut c = Collect(Vec::new());
+    model.visit(&mut c);
+    assert!(c.0.len() > 1000, "collected {} values", c.0.len());
+    c.0
+}
+
+fn assert_same(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: parameter count");
+    let differing = a.iter().zip(b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+    assert_eq!(differing, 0, "{what}: {differing} of {} values differ", a.len());
+}
+
+/// Raises the stop flag after `after` training batches.
+struct StopAfter {
+    flag: Arc<AtomicBool>,
+    after: usize,
+    seen: usize,
+}
+impl TrainObserver for StopAfter {
+    fn batch_done(&mut self, phase: Phase, _: Option<f64>) {
+        if phase == Phase::Train {
+            self.seen += 1;
+            if self.seen == self.after {
+                self.flag.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+#[test]
+fn interrupted_and_resumed_run_equals_uninterrupted_run() {
+    let _guard = serial();
+    let config = tiny();
+    let data = hst_train::data::load(&config.data).unwrap();
+    let device = Default::default();
+
+    let a = out_dir("full");
+    let summary = train::<B>(&config, &data, &a, &TrainOptions::default(), &device, &mut Silent).unwrap();
+    assert_eq!(summary.epochs_completed, 3);
+    assert!(!summary.interrupted);
+
+    // Interrupt mid-epoch 1 (epoch 0 has 3 batches; stop after the 4th batch overall), then resume.
+    let b = out_dir("resumed");
+    let flag = Arc::new(AtomicBool::new(false));
+    let options = TrainOptions {
+        resume: false,
+        stop: Some(flag.clone()),
+    };
+    let mut stopper = StopAfter {
+        flag,
+        after: 4,
+        seen: 0,
+    };
+    let summary = train::<B>(&config, &data, &b, &options, &device, &mut stopper).unwrap();
+    assert!(summary.interrupted);
+    let header = checkpoint::load(&b.join("checkpoints/last.ckpt")).unwrap().header;
+    assert_eq!((header.epoch, header.next_batch), (1, 1));
+    assert!(header.prototypes.is_some(), "prototypes of epoch 1 are saved");
+    let resume = TrainOptions {
+        resume: true,
+        stop: None,
+    };
+    let summary = train::<B>(&config, &data, &b, &resume, &device, &mut Silent).unwrap();
+    assert_eq!(summary.epochs_completed, 3);
+
+    assert_same(&weights(&a), &weights(&b), "resumed run vs uninterrupted run");
+    let logs = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
+    assert_eq!(logs.lines().count(), 3);
+    for f in ["config.json", "constants.json", "metrics.csv", "checkpoints/best.ckpt", "report/map.png"] {
+        assert!(b.join(f).exists(), "{f} missing");
+    }
+    std::fs::remove_dir_all(&a).unwrap();
+    std::fs::remove_dir_all(&b).unwrap();
+}
+
+#[test]
+fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
+    let _guard = serial();
+    let mut config = tiny();
+    config.epochs = 1;
+    let data = hst_train::data::load(&config.data).unwrap();
+    let device = Default::default();
+    let dir = out_dir("nan");
+    train::<B>(&config, &data, &dir, &TrainOptions::default(), &device, &mut Silent).unwrap();
+    let good = weights(&dir);
+
+    // Resume for a second epoch with an absurd learning rate: the weights explode and the loss turns non-finite.
+    config.epochs = 3;
+    config.optimizer.lr = 1e30;
+    std::fs::write(dir.join("config.json"), config.to_json()).unwrap();
+    let resume = TrainOptions {
+        resume: true,
+        stop: None,
+    };
+    let err = train::<B>(&config, &data, &dir, &resume, &device, &mut Silent).unwrap_err();
+    assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
+    assert!(err.to_string().contains("last good checkpoint"), "{err}");
+    assert_same(&weights(&dir), &good, "the last good checkpoint is kept");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn two_identical_runs_end_with_identical_weights() {
+    let _guard = serial();
+    let mut config = tiny();
+    config.epochs = 1;
+    let data = hst_train::data::load(&config.data).unwrap();
+    let device = Default::default();
+    let a = out_dir("same-a");
+    let b = out_dir("same-b");
+    train::<B>(&config, &data, &a, &TrainOptions::default(), &device, &mut Silent).unwrap();
+    train::<B>(&config, &data, &b, &TrainOptions::default(), &device, &mut Silent).unwrap();
+    assert_same(&weights(&a), &weights(&b), "two runs with the same seed");
+    std::fs::remove_dir_all(&a).unwrap();
+    std::fs::remove_dir_all(&b).unwrap();
+}
