@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use hst_backbone::sarl::SarlConfig;
-use hst_backbone::trunk::TrunkConfig;
+use hst_backbone::trunk::{BlockKind, ResNetLayout, TrunkConfig};
 use hst_data::{Normalization, TransformConfig};
 use hst_transfer::{HstConfig, ScheduleConfig};
 use serde::{Deserialize, Serialize};
@@ -289,8 +289,9 @@ impl TrainConfig {
     }
 
     /// The main job: HST on the embedded dataset at 30 % known labels, sized to train in about ten minutes on
-    /// a 2-core CPU. A small ResNet-18 (base width 16, trained from scratch), SARL with D = 256, a scaled
-    /// schedule (8 epochs, pseudo labels and prototypes from epoch 3, then every 2 epochs; StepLR at 6).
+    /// a 2-core CPU. A small ResNet-10 (one block per stage, base width 16, trained from scratch), SARL with
+    /// D = 256, a scaled schedule (8 epochs, pseudo labels and prototypes from epoch 3, then every 2 epochs;
+    /// StepLR at 6), Adam at 1e-3 since nothing is pretrained.
     pub fn embedded() -> Self {
         let mut c = Self::paper(
             DataSource::Embedded {
@@ -299,7 +300,9 @@ impl TrainConfig {
             },
             "embedded",
         );
-        let trunk = TrunkConfig::resnet(18)
+        // ResNet-10 layout (one BasicBlock per stage), base width 16: at 64 px the layer4 map is 2×2, one cell
+        // per mosaic tile.
+        let trunk = TrunkConfig::resnet_layout(ResNetLayout::new(BlockKind::Basic, [1, 1, 1, 1]))
             .with_base_width(16)
             .with_frozen_stages(0);
         let sarl = SarlConfig::new(0, 128, 50)
@@ -315,7 +318,7 @@ impl TrainConfig {
             .with_pseudo_label_epoch(3)
             .with_prototype_interval(2);
         c.model = model;
-        c.data.transform = TransformConfig::scaled(64).with_normalization(Normalization::ImageNet);
+        c.data.transform = TransformConfig::embedded();
         c.optimizer.lr = 1e-3;
         c.optimizer.weight_decay = 1e-4;
         c.optimizer.lr_step_epochs = 6;

@@ -532,20 +532,23 @@ pub fn train<B: AutodiffBackend>(
         );
     }
 
-    let save = |path: &Path,
+    // Write the model, optimizer and position to each of `paths` (the records are serialised once).
+    let save = |paths: &[&Path],
                 model: &Hst<B>,
-                optim: &dyn Fn() -> Vec<u8>,
+                optim: &dyn Fn() -> Result<Vec<u8>, burn::record::RecorderError>,
                 epoch: usize,
                 next_batch: usize,
                 best: Option<(f64, usize)>,
                 prototypes: &Option<Prototypes<B>>|
      -> Result<(), TrainError> {
+        let failed = |what: &str, e: burn::record::RecorderError| TrainError::Checkpoint {
+            path: paths[0].to_path_buf(),
+            message: format!("cannot record the {what}: {e:?}"),
+        };
         let model_bytes = Bytes::default()
             .record(model.clone().into_record(), ())
-            .map_err(|e| TrainError::Checkpoint {
-                path: path.to_path_buf(),
-                message: format!("cannot record the model: {e:?}"),
-            })?;
+            .map_err(|e| failed("model", e))?;
+        let optim_bytes = optim().map_err(|e| failed("optimizer", e))?;
         let header = CheckpointHeader {
             epoch,
             next_batch,
@@ -554,7 +557,9 @@ pub fn train<B: AutodiffBackend>(
             prototypes: prototypes.as_ref().map(save_prototypes),
             config: config_json.clone(),
         };
-        checkpoint::save(path, &header, &model_bytes, &optim())
+        paths
+            .iter()
+            .try_for_each(|path| checkpoint::save(path, &header, &model_bytes, &optim_bytes))
     };
 
     let transform = config.data.transform.clone().with_seed(config.seed).init();
@@ -714,13 +719,9 @@ pub fn train<B: AutodiffBackend>(
                     break;
                 }
                 if stop.load(Ordering::SeqCst) {
-                    let optim_bytes = || {
-                        Bytes::default()
-                            .record(optim.to_record(), ())
-                            .unwrap_or_default()
-                    };
+                    let optim_bytes = || Bytes::default().record(optim.to_record(), ());
                     if let Err(e) = save(
-                        &last_path,
+                        &[&last_path],
                         &model,
                         &optim_bytes,
                         epoch,
@@ -811,26 +812,19 @@ pub fn train<B: AutodiffBackend>(
         )?;
 
         // Checkpoints: best by test mAP (as the reference), then last.
-        let optim_bytes = || {
-            Bytes::default()
-                .record(optim.to_record(), ())
-                .unwrap_or_default()
-        };
+        let optim_bytes = || Bytes::default().record(optim.to_record(), ());
         let map = eval.metrics.map;
-        if best.is_none_or(|(b, _)| map > b) {
+        let improved = best.is_none_or(|(b, _)| map > b);
+        if improved {
             best = Some((map, epoch));
-            save(
-                &best_path,
-                &model,
-                &optim_bytes,
-                epoch + 1,
-                0,
-                best,
-                &prototypes,
-            )?;
         }
+        let targets: &[&Path] = if improved {
+            &[&best_path, &last_path]
+        } else {
+            &[&last_path]
+        };
         save(
-            &last_path,
+            targets,
             &model,
             &optim_bytes,
             epoch + 1,
