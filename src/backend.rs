@@ -60,6 +60,21 @@ impl BackendName {
         }
     }
 
+    /// `Ok` if this binary was built with the backend's feature, else [`BackendError::NotCompiled`].
+    pub fn ensure_compiled(self) -> Result<(), BackendError> {
+        if self.compiled() {
+            return Ok(());
+        }
+        Err(BackendError::NotCompiled {
+            name: self,
+            available: Self::available()
+                .iter()
+                .map(|b| b.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
     /// The backends compiled into this binary.
     pub fn available() -> Vec<BackendName> {
         Self::ALL.into_iter().filter(|b| b.compiled()).collect()
@@ -111,16 +126,7 @@ pub trait BackendJob {
 
 /// Run `job` on the backend named `name`, after checking that the backend can start.
 pub fn run_on<J: BackendJob>(name: BackendName, job: J) -> Result<J::Output, BackendError> {
-    if !name.compiled() {
-        return Err(BackendError::NotCompiled {
-            name,
-            available: BackendName::available()
-                .iter()
-                .map(|b| b.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-    }
+    name.ensure_compiled()?;
     match name {
         #[cfg(feature = "flex")]
         BackendName::Flex => {

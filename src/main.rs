@@ -36,9 +36,9 @@ struct Cli {
 /// Which configuration a command starts from.
 #[derive(Args, Debug, Clone)]
 struct ConfigArgs {
-    /// Start from a preset: reference, coco, voc, vg, voc-lite0, embedded.
-    #[arg(long, default_value = "embedded")]
-    preset: String,
+    /// Start from a preset: reference, coco, voc, vg, voc-lite0, embedded (default: embedded).
+    #[arg(long)]
+    preset: Option<String>,
     /// Start from a configuration file (JSON, e.g. a run's config.json) instead of a preset.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -54,7 +54,7 @@ impl ConfigArgs {
     fn load(&self) -> Result<TrainConfig> {
         let base = match &self.config {
             Some(path) => TrainConfig::load(path)?,
-            None => TrainConfig::preset(&self.preset)?,
+            None => TrainConfig::preset(self.preset.as_deref().unwrap_or("embedded"))?,
         };
         let config = base.with_overrides(&self.overrides)?;
         Ok(if self.baseline {
@@ -134,6 +134,7 @@ enum Command {
 enum LabelsCommand {
     /// Apply the reference protocol (numpy MT19937, keep iff u < p) to a full-label CSV or a configuration's
     /// training set, and write the partial labels.
+    #[command(allow_negative_numbers = true)]
     Make {
         /// Full labels (CSV of -1/1); default: the training set of --preset/--config.
         #[arg(long, value_name = "FILE")]
@@ -193,19 +194,38 @@ fn init_logging(verbose: u8) {
 }
 
 fn main() {
+    // Die quietly on a closed pipe (`hst labels inspect f.csv | head`) instead of panicking in println!.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose);
     if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_chain(&e));
         std::process::exit(1);
     }
 }
 
+/// The error and its causes, each cause left out when an earlier message already quotes it.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
+}
+
 fn run(cli: Cli) -> Result<()> {
     let backend = cli.backend;
+    backend.ensure_compiled()?;
     let command = cli.command.unwrap_or(Command::Train {
         config: ConfigArgs {
-            preset: "embedded".into(),
+            preset: None,
             config: None,
             overrides: Vec::new(),
             baseline: false,
@@ -221,11 +241,20 @@ fn run(cli: Cli) -> Result<()> {
             resume,
             print_config,
         } => {
-            let mut config = config.load()?;
-            if resume {
+            let config = if resume {
+                if config.preset.is_some() || config.config.is_some() || config.baseline {
+                    bail!(
+                        "--resume continues the run's saved configuration (config.json in --out); \
+                         only --set may change it (e.g. --set epochs=30)"
+                    );
+                }
                 let dir = out.as_ref().expect("clap requires --out with --resume");
-                config = TrainConfig::load(&dir.join("config.json")).context("--resume")?;
-            }
+                TrainConfig::load(&dir.join("config.json"))
+                    .context("--resume")?
+                    .with_overrides(&config.overrides)?
+            } else {
+                config.load()?
+            };
             if print_config {
                 println!("{}", config.to_json());
                 return Ok(());
@@ -310,18 +339,20 @@ fn run(cli: Cli) -> Result<()> {
             if !(0.0..=1.0).contains(&proportion) {
                 bail!("--proportion must be in [0, 1], got {proportion}");
             }
-            let full = match full {
-                Some(path) => read_label_csv(&path)?.labels,
+            let (full, ids, names) = match full {
+                Some(path) => {
+                    let table = read_label_csv(&path)?;
+                    (table.labels, table.ids, table.class_names)
+                }
                 None => {
                     let config = config.load()?;
-                    hst_train::data::load(&config.data)?
-                        .train
-                        .full_labels()
-                        .clone()
+                    let data = hst_train::data::load(&config.data)?;
+                    let names = data.classes().to_vec();
+                    (data.train.full_labels().clone(), None, Some(names))
                 }
             };
             let labels = PartialLabels::from_protocol(full, proportion, seed);
-            write_label_csv(&out, labels.partial(), None, None)?;
+            write_label_csv(&out, labels.partial(), ids.as_deref(), names.as_deref())?;
             print_stats(&out.display().to_string(), &labels.partial().stats());
             Ok(())
         }

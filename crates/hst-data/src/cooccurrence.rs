@@ -63,11 +63,16 @@ pub fn adjacency(partial: &LabelMatrix, nan: NanPolicy) -> Vec<f32> {
         }
     }
     if let Some(empty) = (0..c).find(|&i| counts[i * c + i] == 0) {
-        tracing::warn!(
-            class = empty,
-            policy = ?nan,
-            "a class has no known positive: its adjacency row is 0/0"
-        );
+        match nan {
+            NanPolicy::Keep => tracing::warn!(
+                class = empty,
+                "a class has no known positive: its adjacency row is 0/0 (NaN, kept as the reference does)"
+            ),
+            NanPolicy::Zero => tracing::info!(
+                class = empty,
+                "a class has no known positive: its adjacency row is set to 0"
+            ),
+        }
     }
     out
 }

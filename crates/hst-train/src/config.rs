@@ -396,9 +396,40 @@ impl TrainConfig {
                 node = obj.get_mut(*part).expect("checked");
             }
             *node = value;
+            // Check each override on its own, so that a bad value is reported with its key.
+            serde_json::from_value::<TrainConfig>(json.clone())
+                .map_err(|e| TrainError::Config(format!("override `{item}`: {e}")))?;
         }
-        serde_json::from_value(json)
-            .map_err(|e| TrainError::Config(format!("after overrides: {e}")))
+        let config: TrainConfig = serde_json::from_value(json).expect("checked above");
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check the values that the types alone do not constrain.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return bad(format!(
+                "batch sizes must be at least 1 (batch_size={}, eval_batch_size={})",
+                self.batch_size, self.eval_batch_size
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.data.proportion) {
+            return bad(format!(
+                "data.proportion must be in [0, 1], got {}",
+                self.data.proportion
+            ));
+        }
+        if !(self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0) {
+            return bad(format!(
+                "optimizer.lr must be positive, got {}",
+                self.optimizer.lr
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -452,6 +483,11 @@ mod tests {
             .with_overrides(&["epochs=many"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("after overrides"), "{err}");
+        assert!(err.contains("override `epochs=many`"), "{err}");
+        let err = TrainConfig::embedded()
+            .with_overrides(&["epochs=0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("epochs must be at least 1"), "{err}");
     }
 }

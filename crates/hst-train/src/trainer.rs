@@ -161,12 +161,6 @@ impl RunConstants {
             NanPolicy::Keep
         };
         let adj = adjacency(data.partial.partial(), policy);
-        if adj.iter().any(|v| v.is_nan()) {
-            tracing::warn!(
-                "the GGNN adjacency has NaN rows (classes without a known positive); the reference keeps them \
-                 and its forward pass becomes NaN — set data.guard_adjacency_nan=true to replace them by 0"
-            );
-        }
         Self {
             classes: data.classes().to_vec(),
             embed_dim: data.word_vectors.dim(),
@@ -465,6 +459,7 @@ pub fn train<B: AutodiffBackend>(
     observer: &mut dyn TrainObserver,
 ) -> Result<RunSummary, TrainError> {
     let started = Instant::now();
+    config.validate()?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TrainError::Io { path, source }

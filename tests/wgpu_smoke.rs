@@ -1,0 +1,233 @@
+//! WGPU smoke test on any Vulkan device, including Mesa's software rasteriser (lavapipe) on a machine without a
+//! GPU: small ops and a tiny HST model (forward, every loss term, every gradient, inference) agree with Flex
+//! (outputs to 1e-4 relative to their largest value, gradients to 1e-3 in relative Euclidean norm).
+//!
+//! ```text
+//! apt-get install mesa-vulkan-drivers libvulkan1        # lavapipe + the Vulkan loader
+//! cargo test --release --features wgpu --test wgpu_smoke
+//! ```
+//!
+//! Without a Vulkan device the tests print a note and pass, except under CI (env `CI` set), where they fail.
+//! Shaders are compiled on first use (lavapipe: seconds per kernel); Mesa's shader cache goes to
+//! `MESA_SHADER_CACHE_DIR` (default here: `<target>/tmp/mesa_shader_cache`), and CubeCL's autotuning is kept
+//! minimal (`CUBECL_AUTOTUNE_LEVEL=minimal` unless set) so that few kernel variants are compiled.
+#![cfg(feature = "wgpu")]
+
+use std::sync::Once;
+
+use burn::backend::{Autodiff, Flex, Wgpu};
+use burn::prelude::*;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use hst::backend::{run_on, BackendJob, BackendName};
+use hst::bench::{check_compare, check_reference, BenchPreset, BenchSpec, CheckTolerance, HostRng};
+use hst_backbone::sarl::SarlConfig;
+use hst_backbone::trunk::{BlockKind, ResNetLayout, TrunkConfig};
+
+type G = Wgpu;
+type C = Flex;
+
+/// Relative tolerance of outputs: max |wgpu − flex| / max |flex|.
+const TOLERANCE: f64 = 1e-4;
+/// Relative tolerance of gradient groups: ‖wgpu − flex‖ / ‖flex‖ (see `hst::bench::compare_outputs`).
+const GRAD_TOLERANCE: f64 = 1e-3;
+
+fn setup_env() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Set before the first Vulkan call of the process (tests of this file run in threads of one process).
+        if std::env::var_os("MESA_SHADER_CACHE_DIR").is_none() {
+            let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mesa_shader_cache");
+            std::env::set_var("MESA_SHADER_CACHE_DIR", dir);
+        }
+        if std::env::var_os("CUBECL_AUTOTUNE_LEVEL").is_none() {
+            std::env::set_var("CUBECL_AUTOTUNE_LEVEL", "minimal");
+        }
+    });
+}
+
+struct Probe;
+impl BackendJob for Probe {
+    type Output = ();
+    fn run<B: burn::tensor::backend::AutodiffBackend>(self, _: BackendName, _: B::Device) {}
+}
+
+/// The WGPU device, or `None` (with a note) when no Vulkan device is usable; panics under CI.
+fn wgpu_device() -> Option<<G as Backend>::Device> {
+    setup_env();
+    match run_on(BackendName::Wgpu, Probe) {
+        Ok(()) => Some(Default::default()),
+        Err(e) => {
+            let message = format!(
+                "no usable WGPU (Vulkan) device: {e}. Install Mesa's software Vulkan driver and the loader \
+                 (apt-get install mesa-vulkan-drivers libvulkan1)"
+            );
+            if std::env::var_os("CI").is_some() {
+                panic!("{message}");
+            }
+            eprintln!("note: skipping the WGPU smoke test: {message}");
+            None
+        }
+    }
+}
+
+fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().iter::<f32>().collect()
+}
+
+/// Max |a − b| / max |b|.
+fn relative(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1e-6);
+    let diff = a.iter().zip(b).fold(0f64, |m, (x, y)| {
+        let d = (*x as f64 - *y as f64).abs();
+        if d.is_nan() {
+            f64::INFINITY
+        } else {
+            m.max(d)
+        }
+    });
+    diff / scale
+}
+
+fn tensor<B: Backend, const D: usize>(
+    values: &[f32],
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
+}
+
+fn assert_close(name: &str, got: Vec<f32>, want: Vec<f32>) {
+    let r = relative(&got, &want);
+    eprintln!("{name}: {} values, relative difference {r:.2e}", got.len());
+    assert!(
+        r <= TOLERANCE,
+        "{name}: wgpu differs from flex by {r:.3e} (relative) > {TOLERANCE:e}; first values {:?} vs {:?}",
+        &got[..got.len().min(4)],
+        &want[..want.len().min(4)]
+    );
+}
+
+#[test]
+fn small_ops_match_flex() {
+    let Some(gd) = wgpu_device() else { return };
+    let cd = Default::default();
+    let mut rng = HostRng::new(7, 0);
+
+    // Element-wise add.
+    let (a, b) = (rng.normals(17 * 33), rng.normals(17 * 33));
+    assert_close(
+        "add",
+        to_vec(tensor::<G, 2>(&a, [17, 33], &gd) + tensor::<G, 2>(&b, [17, 33], &gd)),
+        to_vec(tensor::<C, 2>(&a, [17, 33], &cd) + tensor::<C, 2>(&b, [17, 33], &cd)),
+    );
+
+    // Batched matmul with sizes that are not multiples of a tile.
+    let (a, b) = (rng.normals(2 * 37 * 45), rng.normals(2 * 45 * 29));
+    assert_close(
+        "matmul",
+        to_vec(tensor::<G, 3>(&a, [2, 37, 45], &gd).matmul(tensor::<G, 3>(&b, [2, 45, 29], &gd))),
+        to_vec(tensor::<C, 3>(&a, [2, 37, 45], &cd).matmul(tensor::<C, 3>(&b, [2, 45, 29], &cd))),
+    );
+
+    // Reductions: sum over a dimension, a full mean, a max.
+    let a = rng.normals(64 * 300);
+    let (g, c) = (
+        tensor::<G, 2>(&a, [64, 300], &gd),
+        tensor::<C, 2>(&a, [64, 300], &cd),
+    );
+    assert_close(
+        "sum_dim",
+        to_vec(g.clone().sum_dim(1)),
+        to_vec(c.clone().sum_dim(1)),
+    );
+    assert_close("mean", to_vec(g.clone().mean()), to_vec(c.clone().mean()));
+    assert_close("max_dim", to_vec(g.max_dim(0)), to_vec(c.max_dim(0)));
+
+    // conv2d: stride 2, padding 1, with bias.
+    let (x, w, bias) = (
+        rng.normals(2 * 3 * 16 * 16),
+        rng.normals(8 * 3 * 3 * 3),
+        rng.normals(8),
+    );
+    let options = || ConvOptions::new([2, 2], [1, 1], [1, 1], 1);
+    assert_close(
+        "conv2d",
+        to_vec(conv2d(
+            tensor::<G, 4>(&x, [2, 3, 16, 16], &gd),
+            tensor::<G, 4>(&w, [8, 3, 3, 3], &gd),
+            Some(tensor::<G, 1>(&bias, [8], &gd)),
+            options(),
+        )),
+        to_vec(conv2d(
+            tensor::<C, 4>(&x, [2, 3, 16, 16], &cd),
+            tensor::<C, 4>(&w, [8, 3, 3, 3], &cd),
+            Some(tensor::<C, 1>(&bias, [8], &cd)),
+            options(),
+        )),
+    );
+}
+
+/// A tiny HST: ResNet-10 layout at base width 4, SARL with D = 16, 5 classes, 32×32 inputs, batch 2.
+fn tiny_spec() -> BenchSpec {
+    let mut spec = BenchPreset::Default.spec();
+    let model = &mut spec.config.model;
+    model.trunk = TrunkConfig::resnet_layout(ResNetLayout::new(BlockKind::Basic, [1, 1, 1, 1]))
+        .with_base_width(4)
+        .with_frozen_stages(1);
+    model.sarl = SarlConfig::new(0, 0, 8)
+        .with_pool(false)
+        .with_feature_dim(16)
+        .with_attention_dim(8)
+        .with_output_dim(16);
+    model.ist = model.ist.clone().with_hidden_dim(8).with_pair_dim(16);
+    model.cst.prototypes = 3;
+    spec.classes = 5;
+    spec.batch = 2;
+    spec.with_image_size(32)
+}
+
+#[test]
+fn tiny_hst_matches_flex() {
+    let Some(gd) = wgpu_device() else { return };
+    let spec = tiny_spec();
+    let reference = check_reference::<Autodiff<C>>(&spec, &Default::default()).unwrap();
+    let tolerance = CheckTolerance {
+        outputs: TOLERANCE,
+        gradients: GRAD_TOLERANCE,
+    };
+    let items = check_compare::<Autodiff<G>>(&spec, &reference, tolerance, &gd).unwrap();
+    for item in &items {
+        eprintln!(
+            "{}: {} values, relative difference {:.2e} ({})",
+            item.name, item.len, item.relative_difference, item.metric
+        );
+    }
+    let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
+    for expected in [
+        "logits",
+        "cooccurrence",
+        "loss.instance",
+        "loss.prototype",
+        "loss.dtl_cst",
+        "grad.sarl",
+        "logits.eval",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} not compared: {names:?}"
+        );
+    }
+    let bad: Vec<String> = items
+        .iter()
+        .filter(|i| !i.passed)
+        .map(|i| {
+            format!(
+                "{} ({:.3e} > {:e}, worst {:?})",
+                i.name, i.relative_difference, i.tolerance, i.worst
+            )
+        })
+        .collect();
+    assert!(bad.is_empty(), "wgpu differs from flex: {}", bad.join(", "));
+}
