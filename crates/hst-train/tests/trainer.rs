@@ -80,8 +80,17 @@ fn weights(dir: &Path) -> Vec<f32> {
 
 fn assert_same(a: &[f32], b: &[f32], what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: parameter count");
-    let differing = a.iter().zip(b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
-    assert_eq!(differing, 0, "{what}: {differing} of {} values differ", a.len());
+    let differing = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count();
+    assert_eq!(
+        differing,
+        0,
+        "{what}: {differing} of {} values differ",
+        a.len()
+    );
 }
 
 /// Raises the stop flag after `after` training batches.
@@ -109,7 +118,15 @@ fn interrupted_and_resumed_run_equals_uninterrupted_run() {
     let device = Default::default();
 
     let a = out_dir("full");
-    let summary = train::<B>(&config, &data, &a, &TrainOptions::default(), &device, &mut Silent).unwrap();
+    let summary = train::<B>(
+        &config,
+        &data,
+        &a,
+        &TrainOptions::default(),
+        &device,
+        &mut Silent,
+    )
+    .unwrap();
     assert_eq!(summary.epochs_completed, 3);
     assert!(!summary.interrupted);
 
@@ -127,9 +144,14 @@ fn interrupted_and_resumed_run_equals_uninterrupted_run() {
     };
     let summary = train::<B>(&config, &data, &b, &options, &device, &mut stopper).unwrap();
     assert!(summary.interrupted);
-    let header = checkpoint::load(&b.join("checkpoints/last.ckpt")).unwrap().header;
+    let header = checkpoint::load(&b.join("checkpoints/last.ckpt"))
+        .unwrap()
+        .header;
     assert_eq!((header.epoch, header.next_batch), (1, 1));
-    assert!(header.prototypes.is_some(), "prototypes of epoch 1 are saved");
+    assert!(
+        header.prototypes.is_some(),
+        "prototypes of epoch 1 are saved"
+    );
     let resume = TrainOptions {
         resume: true,
         stop: None,
@@ -137,10 +159,20 @@ fn interrupted_and_resumed_run_equals_uninterrupted_run() {
     let summary = train::<B>(&config, &data, &b, &resume, &device, &mut Silent).unwrap();
     assert_eq!(summary.epochs_completed, 3);
 
-    assert_same(&weights(&a), &weights(&b), "resumed run vs uninterrupted run");
+    assert_same(
+        &weights(&a),
+        &weights(&b),
+        "resumed run vs uninterrupted run",
+    );
     let logs = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
     assert_eq!(logs.lines().count(), 3);
-    for f in ["config.json", "constants.json", "metrics.csv", "checkpoints/best.ckpt", "report/map.png"] {
+    for f in [
+        "config.json",
+        "constants.json",
+        "metrics.csv",
+        "checkpoints/best.ckpt",
+        "report/map.png",
+    ] {
         assert!(b.join(f).exists(), "{f} missing");
     }
     std::fs::remove_dir_all(&a).unwrap();
@@ -155,7 +187,15 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     let data = hst_train::data::load(&config.data).unwrap();
     let device = Default::default();
     let dir = out_dir("nan");
-    train::<B>(&config, &data, &dir, &TrainOptions::default(), &device, &mut Silent).unwrap();
+    train::<B>(
+        &config,
+        &data,
+        &dir,
+        &TrainOptions::default(),
+        &device,
+        &mut Silent,
+    )
+    .unwrap();
     let good = weights(&dir);
 
     // Resume for a second epoch with an absurd learning rate: the weights explode and the loss turns non-finite.
@@ -182,8 +222,24 @@ fn two_identical_runs_end_with_identical_weights() {
     let device = Default::default();
     let a = out_dir("same-a");
     let b = out_dir("same-b");
-    train::<B>(&config, &data, &a, &TrainOptions::default(), &device, &mut Silent).unwrap();
-    train::<B>(&config, &data, &b, &TrainOptions::default(), &device, &mut Silent).unwrap();
+    train::<B>(
+        &config,
+        &data,
+        &a,
+        &TrainOptions::default(),
+        &device,
+        &mut Silent,
+    )
+    .unwrap();
+    train::<B>(
+        &config,
+        &data,
+        &b,
+        &TrainOptions::default(),
+        &device,
+        &mut Silent,
+    )
+    .unwrap();
     assert_same(&weights(&a), &weights(&b), "two runs with the same seed");
     std::fs::remove_dir_all(&a).unwrap();
     std::fs::remove_dir_all(&b).unwrap();
