@@ -1675,18 +1675,31 @@ pub fn check_compare<B: AutodiffBackend>(
     tolerance: CheckTolerance,
     device: &B::Device,
 ) -> Result<Vec<CheckItem>> {
+    let outputs = check_outputs_on::<B>(spec, reference, device)?;
+    compare_outputs(&outputs, &reference.outputs, tolerance)
+}
+
+/// The outputs of the check computation on `B` with the reference's weights and inputs (one entry per
+/// parameter gradient, named `grad.<module>:<path>`), for a closer look than [`check_compare`]'s groups.
+///
+/// # Errors
+/// A record that does not fit, a loss error.
+pub fn check_outputs_on<B: AutodiffBackend>(
+    spec: &BenchSpec,
+    reference: &CheckData,
+    device: &B::Device,
+) -> Result<Vec<(String, Vec<f32>)>> {
     let constants = BenchConstants::of(spec);
     let model = build_model::<B>(spec, &constants, device);
     let model = load_record_bytes(model, &reference.record, device)?;
-    let outputs = check_outputs(
+    check_outputs(
         spec,
         model,
         &constants,
         &reference.images,
         &reference.partial,
         device,
-    )?;
-    compare_outputs(&outputs, &reference.outputs, tolerance)
+    )
 }
 
 struct CheckReferenceJob<'a> {

@@ -126,6 +126,8 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         run: PathBuf,
     },
+    /// Benchmark a named configuration (paper, vg, voc-small, default) on the chosen backend.
+    Bench(hst::bench::BenchArgs),
     /// List the backends compiled into this binary and check that each can start here.
     Backends,
 }
@@ -388,6 +390,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Bench(args) => hst::bench::run_bench(&args, backend),
         Command::Backends => {
             for name in BackendName::ALL {
                 match run_on(name, Probe) {

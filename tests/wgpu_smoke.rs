@@ -20,7 +20,10 @@ use burn::prelude::*;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use hst::backend::{run_on, BackendJob, BackendName};
-use hst::bench::{check_compare, check_reference, BenchPreset, BenchSpec, CheckTolerance, HostRng};
+use hst::bench::{
+    check_compare, check_outputs_on, check_reference, compare_outputs, BenchPreset, BenchSpec,
+    CheckTolerance, HostRng,
+};
 use hst_backbone::sarl::SarlConfig;
 use hst_backbone::trunk::{BlockKind, ResNetLayout, TrunkConfig};
 
@@ -53,7 +56,7 @@ impl BackendJob for Probe {
 }
 
 /// The WGPU device, or `None` (with a note) when no Vulkan device is usable; panics under CI.
-fn wgpu_device() -> Option<<G as Backend>::Device> {
+fn wgpu_device() -> Option<burn::backend::wgpu::WgpuDevice> {
     setup_env();
     match run_on(BackendName::Wgpu, Probe) {
         Ok(()) => Some(Default::default()),
@@ -169,6 +172,101 @@ fn small_ops_match_flex() {
     );
 }
 
+/// conv2d forward + backward (input, weight and bias gradients) of `loss = Σ y²`, on `Autodiff<B>`.
+fn conv2d_grads<B: burn::tensor::backend::AutodiffBackend>(
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    shapes: ([usize; 4], [usize; 4]),
+    options: ConvOptions<2>,
+    device: &B::Device,
+) -> [Vec<f32>; 4] {
+    let x = tensor::<B, 4>(x, shapes.0, device).require_grad();
+    let w = tensor::<B, 4>(w, shapes.1, device).require_grad();
+    let b = tensor::<B, 1>(bias, [shapes.1[0]], device).require_grad();
+    let y = conv2d(x.clone(), w.clone(), Some(b.clone()), options);
+    let grads = (y.clone() * y.clone()).sum().backward();
+    [
+        to_vec(y),
+        to_vec(x.grad(&grads).unwrap()),
+        to_vec(w.grad(&grads).unwrap()),
+        to_vec(b.grad(&grads).unwrap()),
+    ]
+}
+
+#[test]
+fn conv2d_backward_matches_flex() {
+    let Some(gd) = wgpu_device() else { return };
+    let mut rng = HostRng::new(11, 0);
+    // A 3×3 stride-2 conv and a 1×1 conv (the trunk's and SARL's shapes, small).
+    for (name, x_shape, w_shape, stride, padding) in [
+        ("3x3/s2", [2, 4, 8, 8], [8, 4, 3, 3], 2, 1),
+        ("1x1/s1", [2, 8, 4, 4], [6, 8, 1, 1], 1, 0),
+    ] {
+        let x = rng.normals(x_shape.iter().product());
+        let w = rng.normals(w_shape.iter().product());
+        let bias = rng.normals(w_shape[0]);
+        let options = || ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1);
+        let got = conv2d_grads::<Autodiff<G>>(&x, &w, &bias, (x_shape, w_shape), options(), &gd);
+        let want = conv2d_grads::<Autodiff<C>>(
+            &x,
+            &w,
+            &bias,
+            (x_shape, w_shape),
+            options(),
+            &Default::default(),
+        );
+        for (part, (g, c)) in ["output", "input grad", "weight grad", "bias grad"]
+            .iter()
+            .zip(got.into_iter().zip(want))
+        {
+            assert_close(&format!("conv2d {name} {part}"), g, c);
+        }
+    }
+}
+
+/// SARL's attention pooling, `softmax(logits, 2) · x` with `x = map.reshape.swap_dims`, forward + backward.
+fn attention_pool_grads<B: burn::tensor::backend::AutodiffBackend>(
+    map: &[f32],
+    logits: &[f32],
+    shape: [usize; 4],
+    classes: usize,
+    device: &B::Device,
+) -> [Vec<f32>; 3] {
+    let [batch, dim, h, w] = shape;
+    let map = tensor::<B, 4>(map, shape, device).require_grad();
+    let logits = tensor::<B, 3>(logits, [batch, classes, h * w], device).require_grad();
+    let x = map.clone().reshape([batch, dim, h * w]).swap_dims(1, 2); // [batch, hw, dim]
+    let attention = burn::tensor::activation::softmax(logits.clone(), 2);
+    let features = attention.matmul(x); // [batch, classes, dim]
+    let grads = (features.clone() * features.clone()).sum().backward();
+    [
+        to_vec(features),
+        to_vec(map.grad(&grads).unwrap()),
+        to_vec(logits.grad(&grads).unwrap()),
+    ]
+}
+
+#[test]
+fn attention_pool_backward_matches_flex() {
+    let Some(gd) = wgpu_device() else { return };
+    let mut rng = HostRng::new(13, 0);
+    for (h, w) in [(1, 1), (2, 2)] {
+        let shape = [2, 16, h, w];
+        let map = rng.normals(shape.iter().product());
+        let logits = rng.normals(2 * 5 * h * w);
+        let got = attention_pool_grads::<Autodiff<G>>(&map, &logits, shape, 5, &gd);
+        let want =
+            attention_pool_grads::<Autodiff<C>>(&map, &logits, shape, 5, &Default::default());
+        for (part, (g, c)) in ["features", "map grad", "logits grad"]
+            .iter()
+            .zip(got.into_iter().zip(want))
+        {
+            assert_close(&format!("attention pool {h}x{w} {part}"), g, c);
+        }
+    }
+}
+
 /// A tiny HST: ResNet-10 layout at base width 4, SARL with D = 16, 5 classes, 32×32 inputs, batch 2.
 fn tiny_spec() -> BenchSpec {
     let mut spec = BenchPreset::Default.spec();
@@ -229,5 +327,22 @@ fn tiny_hst_matches_flex() {
             )
         })
         .collect();
+    if !bad.is_empty() {
+        // Per parameter, to locate the difference.
+        let got = check_outputs_on::<Autodiff<G>>(&spec, &reference, &gd).unwrap();
+        let ungroup = |o: &[(String, Vec<f32>)]| -> Vec<(String, Vec<f32>)> {
+            o.iter()
+                .map(|(n, v)| (n.replace(':', "/"), v.clone()))
+                .collect()
+        };
+        let items =
+            compare_outputs(&ungroup(&got), &ungroup(&reference.outputs), tolerance).unwrap();
+        for i in items.iter().filter(|i| i.name.starts_with("grad.")) {
+            eprintln!(
+                "  {}: {} values, L2 relative difference {:.2e}, max {:.2e}",
+                i.name, i.len, i.l2_relative_difference, i.max_relative_difference
+            );
+        }
+    }
     assert!(bad.is_empty(), "wgpu differs from flex: {}", bad.join(", "));
 }
