@@ -34,7 +34,7 @@ pub use efficientnet::{
     round_filters, round_repeats, EfficientNetLite, EfficientNetLiteConfig, MbConvBlock, StageSpec,
     B0_STAGES, LITE_HEAD_CHANNELS, LITE_SCALING, LITE_STEM_CHANNELS,
 };
-pub use norm::batch_norm_eval;
+pub use norm::{batch_norm_eval, batch_norm_train};
 pub use resnet::{BlockKind, ResNet, ResNetConfig, ResNetLayout};
 
 use crate::error::BackboneError;
