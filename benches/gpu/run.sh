@@ -59,6 +59,15 @@ left() { echo $(( BUDGET - ( $(date +%s) - START ) )); }
 # Run from the repository root: cubecl keeps its autotune cache under ./target when a Cargo.toml is here.
 cd "$ROOT"
 [ -d "$BIN_DIR/lib" ] && export LD_LIBRARY_PATH="$BIN_DIR/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# CubeCL's autotune results (./target/autotune). On a fresh machine CUDA tunes every convolution shape by compiling
+# each candidate kernel with NVRTC (seen on an H100: ~5 s per shape, so the first training step takes minutes).
+# A cache saved by an earlier run (OUTDIR/autotune, copied to gpu-bin/autotune) is restored here, and this run's
+# cache is saved to OUTDIR/autotune at the end.
+if [ -d "$BIN_DIR/autotune" ]; then
+  mkdir -p target && cp -r "$BIN_DIR/autotune" target/ && echo "restored the autotune cache from $BIN_DIR/autotune"
+fi
+save_autotune() { [ -d target/autotune ] && cp -r target/autotune "$OUT/" 2>/dev/null; }
+trap save_autotune EXIT
 
 # --------------------------------------------------------------------------------------------------------------
 # Machine
@@ -95,8 +104,12 @@ find_lib() { # name -> path or empty; ldconfig cache, then LD_LIBRARY_PATH, then
   local name=$1 dir
   ldconfig -p 2>/dev/null | awk -v n="$name" '$1 ~ "^"n {print $NF; exit}' | grep . && return 0
   IFS=: read -ra dirs <<< "${LD_LIBRARY_PATH:-}"
+  # Python wheels (nvidia-cuda-nvrtc, cuda-toolkit) ship NVRTC outside the linker's path; /usr/local/nvidia holds
+  # the driver in many containers.
   for dir in "${dirs[@]}" /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-*/lib64 \
-             /usr/lib/x86_64-linux-gnu /usr/lib64; do
+             /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /usr/lib64 \
+             /opt/*/.venv/lib/python3*/site-packages/nvidia/*/lib /usr/local/lib/python3*/dist-packages/nvidia/*/lib \
+             /usr/lib/python3/dist-packages/nvidia/*/lib; do
     for f in "$dir"/"$name"*; do [ -e "$f" ] && { echo "$f"; return 0; }; done
   done
   return 1
@@ -128,7 +141,8 @@ check_vulkan() {
   if [ -n "${VK_ICD_FILENAMES:-}" ]; then
     note "wgpu: VK_ICD_FILENAMES=$VK_ICD_FILENAMES (given)"
   else
-    for f in /usr/share/vulkan/icd.d/nvidia*.json /etc/vulkan/icd.d/nvidia*.json /usr/local/share/vulkan/icd.d/nvidia*.json; do
+    for f in /usr/share/vulkan/icd.d/nvidia*.json /etc/vulkan/icd.d/nvidia*.json /usr/local/share/vulkan/icd.d/nvidia*.json \
+             /usr/local/nvidia/share/vulkan/icd.d/nvidia*.json; do
       [ -e "$f" ] && { icd=$f; break; }
     done
     if [ -z "$icd" ]; then
@@ -143,9 +157,10 @@ check_vulkan() {
       fi
     fi
     # Only the NVIDIA driver: otherwise wgpu might pick a software device (lavapipe) and time the CPU.
-    [ -n "$icd" ] && export VK_ICD_FILENAMES="$icd" && note "wgpu: VK_ICD_FILENAMES=$icd"
+    # VK_ICD_FILENAMES for older loaders, VK_DRIVER_FILES for newer ones.
+    [ -n "$icd" ] && export VK_ICD_FILENAMES="$icd" VK_DRIVER_FILES="$icd" && note "wgpu: VK_ICD_FILENAMES=$icd"
   fi
-  ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>/dev/null | sed 's/^/  icd.d: /'
+  ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/nvidia/share/vulkan/icd.d 2>/dev/null | sed 's/^/  icd.d: /'
   return $ok
 }
 
@@ -239,6 +254,17 @@ else
   for b in "${BACKENDS[@]}"; do
     run "$b" vg 80 --config vg --warmup 2 --steps 5 "${RES[@]}"
   done
+  # The WGPU smoke test (tests/wgpu_smoke.rs) on the real GPU, known lavapipe failures included, if it was carried:
+  #   cargo test --release --features wgpu --test wgpu_smoke --no-run   (then copy the printed binary to gpu-bin/wgpu_smoke)
+  if [[ " ${BACKENDS[*]} " == *" wgpu "* ]] && [ -x "$BIN_DIR/wgpu_smoke" ] && [ "$(left)" -gt 40 ]; then
+    note "wgpu smoke test on the GPU: $BIN_DIR/wgpu_smoke --include-ignored"
+    t0=$(date +%s)
+    CI=1 timeout --kill-after=10 $(( $(left) - 10 )) "$BIN_DIR/wgpu_smoke" --include-ignored --test-threads 1 \
+      > "$OUT/wgpu-smoke.log" 2>&1
+    rc=$?
+    printf 'wgpu\tsmoke-test\t%s\t%s\n' "$rc" "$(( $(date +%s) - t0 ))" >> "$OUT/status.tsv"
+    grep -E "^test |test result|relative difference|differs" "$OUT/wgpu-smoke.log" | head -60
+  fi
 fi
 
 # JSON array of every result.
