@@ -1193,7 +1193,7 @@ fn bench_model<B: AutodiffBackend>(
     let mut last_loss: Option<Tensor<B, 1>> = None;
     for i in 0..spec.warmup + spec.steps {
         let t0 = Instant::now();
-        let out = model.forward(images.clone());
+        let out = model.forward_train(images.clone());
         sync::<B>(device)?;
         let t1 = Instant::now();
         let losses: HstLosses<B> = model

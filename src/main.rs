@@ -14,6 +14,31 @@ use hst_data::{EmbeddedDataset, PartialLabels};
 use hst_train::report::write_report;
 use hst_train::{EpochLog, TrainConfig};
 
+// The `hst` binary's global allocator (measured in BENCHMARKS.md, "Allocator"). Burn's CPU backends allocate
+// and free tensors of tens of MiB every step; glibc returns each large one to the kernel (munmap) and the next
+// step pays the page faults and the zeroing again. The `mimalloc` feature (default) keeps freed memory for
+// reuse (see `keep_freed_memory`); `jemalloc` is the measured alternative. A library user picks the global
+// allocator of their own binary.
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// mimalloc purges (decommits) freed memory 10 ms after the free by default, so a training step still
+/// faults its temporaries in afresh: never purge, unless `MIMALLOC_PURGE_DELAY` says otherwise. The
+/// footprint stays the step's peak (BENCHMARKS.md: peak RSS).
+fn keep_freed_memory() {
+    #[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // `mi_option_purge_delay` in mimalloc v3's `mimalloc.h` (the version libmimalloc-sys builds).
+        const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+        // SAFETY: sets one of mimalloc's global options; any value is valid (-1: never purge).
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "hst",
@@ -196,6 +221,7 @@ fn init_logging(verbose: u8) {
 }
 
 fn main() {
+    keep_freed_memory();
     // Die quietly on a closed pipe (`hst labels inspect f.csv | head`) instead of panicking in println!.
     #[cfg(unix)]
     unsafe {

@@ -4,6 +4,8 @@
 //! `[batch, channels, height/32, width/32]` feeds [`sarl::Sarl`] (semantic decoupling → GGNN → per-class classifier).
 
 pub mod error;
+pub mod kernels;
+pub mod linear;
 pub mod sarl;
 pub mod trunk;
 pub mod weights;

@@ -660,7 +660,7 @@ pub fn train<B: AutodiffBackend>(
                 let result = (|| -> Result<(), TrainError> {
                     let batch = prepared?.into_batch::<B>(device);
                     let n = batch.indices.len();
-                    let out = model.forward(batch.images);
+                    let out = model.forward_train(batch.images);
                     let step = ScheduleStep {
                         epoch,
                         batch_index: b,

@@ -1,6 +1,8 @@
 //! The composed HST model (trunk → SARL, IST head, thresholds) and its training objective.
 
 use burn::prelude::*;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
 use hst_backbone::sarl::{Sarl, SarlConfig};
 use hst_backbone::trunk::{Trunk, TrunkConfig};
 
@@ -318,6 +320,11 @@ impl<B: Backend> Hst<B> {
     /// - output.semantic: `[batch, classes, dim]`
     pub fn forward(&self, images: Tensor<B, 4>) -> HstOutput<B> {
         let feature_map = self.trunk.forward(images); // [batch, channels, h, w]
+        self.heads(feature_map)
+    }
+
+    /// The heads on the trunk's feature map: SARL, then the IST head on the semantic features.
+    fn heads(&self, feature_map: Tensor<B, 4>) -> HstOutput<B> {
         let sarl = self.sarl.forward(feature_map);
         let cooccurrence = self
             .ist
@@ -376,6 +383,31 @@ impl<B: Backend> Hst<B> {
     pub fn with_frozen_sarl(mut self) -> Self {
         self.sarl = self.sarl.no_grad();
         self
+    }
+}
+
+impl<B: AutodiffBackend> Hst<B> {
+    /// [`Hst::forward`] for a training step: the trunk's frozen stages (those below
+    /// `frozen_stages`, whose parameters take no gradient and whose BatchNorm runs from the running
+    /// statistics) run on the inner backend, without recording an autodiff graph, and the rest with
+    /// autodiff. Same values and gradients as [`Hst::forward`].
+    ///
+    /// # Shapes
+    /// - images: `[batch, 3, height, width]`
+    pub fn forward_train(&self, images: Tensor<B, 4>) -> HstOutput<B> {
+        let frozen = self.trunk.frozen_stages();
+        let feature_map = if frozen == 0 {
+            self.trunk.forward(images)
+        } else {
+            let inner = self.trunk.valid();
+            let x = Tensor::from_inner(inner.forward_stages(images.inner(), 1..=frozen));
+            if frozen >= 4 {
+                x
+            } else {
+                self.trunk.forward_stages(x, frozen + 1..=4)
+            }
+        }; // [batch, channels, h, w]
+        self.heads(feature_map)
     }
 }
 

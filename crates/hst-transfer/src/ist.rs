@@ -3,7 +3,7 @@
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use burn::tensor::module::linear;
+use hst_backbone::linear::{linear_rows, linear_rows_with};
 use hst_backbone::sarl::{PerClassLinear, PerClassLinearConfig};
 
 use crate::loss::asymmetric::AsymmetricLossConfig;
@@ -126,13 +126,13 @@ impl<B: Backend> IstHead<B> {
         let hidden = self.hidden_dim();
         let pair_dim = self.pair_dim();
 
-        let g = self.projection.forward(semantic); // [batch, classes, hidden]
+        let g = linear_rows(&self.projection, semantic); // [batch, classes, hidden]
         let w_b = self.pair_hidden.weight.val(); // [2 * hidden, pair_dim]
         let w_b1 = w_b.clone().slice([0..hidden, 0..pair_dim]); // [hidden, pair_dim]
         let w_b2 = w_b.slice([hidden..2 * hidden, 0..pair_dim]); // [hidden, pair_dim]
         let b_b = self.pair_hidden.bias.as_ref().map(|b| b.val());
-        let left = linear(g.clone(), w_b1, None).swap_dims(0, 1); // [classes, batch, pair_dim]
-        let right = linear(g, w_b2, b_b).swap_dims(0, 1); // [classes, batch, pair_dim]
+        let left = linear_rows_with(g.clone(), w_b1, None).swap_dims(0, 1); // [classes, batch, pair_dim]
+        let right = linear_rows_with(g, w_b2, b_b).swap_dims(0, 1); // [classes, batch, pair_dim]
 
         // Fold W_c, b_c into the per-pair weights: v·(W_c r + b_c) = (W_c v)·r + v·b_c
         // (burn stores W_c as [in, out], so the folded weights are v W_cᵀ).

@@ -5,6 +5,8 @@ use burn::module::{Initializer, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
+use crate::linear::linear_rows;
+
 /// Configuration of a [`PerClassLinear`] layer.
 ///
 /// Reference: `Element_Wise_Layer(in_features = classes, out_features = dim)` in HCP-MLR-PL's
@@ -119,7 +121,7 @@ impl<B: Backend> SarlClassifier<B> {
     /// - output: `[batch, classes]`
     pub fn forward(&self, state: Tensor<B, 3>, semantic: Tensor<B, 3>) -> Tensor<B, 2> {
         let joint = Tensor::cat(vec![state, semantic], 2); // [batch, classes, 2 * dim]
-        let projected = self.projection.forward(joint).tanh(); // [batch, classes, output_dim]
+        let projected = linear_rows(&self.projection, joint).tanh(); // [batch, classes, output_dim]
         self.per_class.forward(projected) // [batch, classes]
     }
 }

@@ -4,6 +4,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
+use crate::linear::{linear_rows, linear_rows_with};
+
 /// Configuration of [`Ggnn`].
 #[derive(Config, Debug)]
 pub struct GgnnConfig {
@@ -77,6 +79,17 @@ impl<B: Backend> Ggnn<B> {
             .unsqueeze::<3>()
             .expand([batch, classes, classes]); // [batch, classes, classes]
 
+        // The three message linears read the same `a` and the first two state linears the same `h`:
+        // each group runs as one GEMM on the concatenated weights (`[2·dim, 3·dim]`, `[dim, 2·dim]`),
+        // on the `[batch · classes, ·]` rows (see `crate::linear`). Same function, fewer and larger GEMMs.
+        let (message_weight, message_bias) = concat_linears(&[
+            &self.update_message,
+            &self.reset_message,
+            &self.candidate_message,
+        ]); // [2 * dim, 3 * dim], [3 * dim]
+        let (state_weight, state_bias) =
+            concat_linears(&[&self.update_state, &self.reset_state]); // [dim, 2 * dim], [2 * dim]
+
         let mut h = nodes;
         for _ in 0..self.time_steps {
             let a = Tensor::cat(
@@ -86,19 +99,44 @@ impl<B: Backend> Ggnn<B> {
                 ],
                 2,
             ); // [batch, classes, 2 * dim]
-            let z = sigmoid(
-                self.update_message.forward(a.clone()) + self.update_state.forward(h.clone()),
-            ); // [batch, classes, dim]
-            let r = sigmoid(
-                self.reset_message.forward(a.clone()) + self.reset_state.forward(h.clone()),
-            ); // [batch, classes, dim]
-            let candidate = (self.candidate_message.forward(a)
-                + self.candidate_state.forward(r * h.clone()))
-            .tanh(); // [batch, classes, dim]
+            let messages =
+                linear_rows_with(a, message_weight.clone(), message_bias.clone()); // [batch, classes, 3 * dim]
+            let states = linear_rows_with(h.clone(), state_weight.clone(), state_bias.clone()); // [batch, classes, 2 * dim]
+            let mut messages = messages.chunk(3, 2).into_iter();
+            let mut states = states.chunk(2, 2).into_iter();
+            let (update_message, reset_message, candidate_message) = (
+                messages.next().expect("3 chunks"),
+                messages.next().expect("3 chunks"),
+                messages.next().expect("3 chunks"),
+            );
+            let (update_state, reset_state) = (
+                states.next().expect("2 chunks"),
+                states.next().expect("2 chunks"),
+            );
+            let z = sigmoid(update_message + update_state); // [batch, classes, dim]
+            let r = sigmoid(reset_message + reset_state); // [batch, classes, dim]
+            let candidate =
+                (candidate_message + linear_rows(&self.candidate_state, r * h.clone())).tanh(); // [batch, classes, dim]
             h = (z.clone().neg() + 1.0) * h + z * candidate; // [batch, classes, dim]
         }
         h
     }
+}
+
+/// The weights `[in, Σ out]` and biases `[Σ out]` of linears that read the same input, side by side.
+fn concat_linears<B: Backend>(layers: &[&Linear<B>]) -> (Tensor<B, 2>, Option<Tensor<B, 1>>) {
+    let weight = Tensor::cat(layers.iter().map(|l| l.weight.val()).collect(), 1);
+    if layers.iter().all(|l| l.bias.is_none()) {
+        return (weight, None);
+    }
+    let biases = layers
+        .iter()
+        .map(|l| match &l.bias {
+            Some(b) => b.val(),
+            None => Tensor::zeros([l.weight.dims()[1]], &l.weight.device()),
+        })
+        .collect();
+    (weight, Some(Tensor::cat(biases, 0)))
 }
 
 #[cfg(test)]

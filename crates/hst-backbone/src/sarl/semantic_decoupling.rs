@@ -4,6 +4,9 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
+use crate::kernels::tanh_bilinear_score;
+use crate::linear::linear_rows;
+
 /// Configuration of [`SemanticDecoupling`].
 #[derive(Config, Debug)]
 pub struct SemanticDecouplingConfig {
@@ -79,31 +82,30 @@ impl<B: Backend> SemanticDecoupling<B> {
         let locations = height * width;
 
         let x = feature_map.reshape([batch, dim, locations]).swap_dims(1, 2); // [batch, hw, dim]
-        let image = self
-            .image_projection
-            .forward(x.clone())
-            .unsqueeze_dim::<4>(2); // [batch, hw, 1, d]
-        let word = self.word_projection.forward(word_vectors).unsqueeze::<4>(); // [1, 1, classes, d]
-        let z = (image * word).tanh(); // [batch, hw, classes, d]
-        let attention_dim = z.dims()[3];
+        let image = linear_rows(&self.image_projection, x.clone()); // [batch, hw, d]
+        let word = self.word_projection.forward(word_vectors); // [classes, d]
+        let attention_dim = word.dims()[1];
 
-        // Fold w4ᵀ(W3 z + b3) + b4 = z·(W3 w4) + (b3·w4 + b4).
+        // Fold w4ᵀ(W3 z + b3) + b4 = z·(W3 w4) + (b3·w4 + b4), z = tanh(image ⊙ word): the logits are
+        // Σ_k v_k tanh(image_k · word_k) + b, one fused kernel where the backend has it
+        // (`crate::kernels`), never materialising z `[batch, hw, classes, d]`.
         let w3 = self.hidden.weight.val(); // [d, d]
         let w4 = self.score.weight.val(); // [d, 1]
-        let folded_weight = w3.matmul(w4.clone()); // [d, 1]
+        let folded_weight = w3.matmul(w4.clone()).reshape([attention_dim]); // [d]
         let mut folded_bias = self
             .score
             .bias
             .as_ref()
             .map(|b| b.val())
-            .unwrap_or_else(|| Tensor::zeros([1], &z.device())); // [1]
+            .unwrap_or_else(|| Tensor::zeros([1], &x.device())); // [1]
         if let Some(b3) = &self.hidden.bias {
             folded_bias = folded_bias + b3.val().unsqueeze::<2>().matmul(w4).reshape([1]);
         }
-        let logits = z
-            .reshape([batch * locations * classes, attention_dim])
-            .matmul(folded_weight)
-            + folded_bias.unsqueeze::<2>(); // [batch * hw * classes, 1]
+        let logits = tanh_bilinear_score(
+            image.reshape([batch * locations, attention_dim]),
+            word,
+            folded_weight,
+        ) + folded_bias.unsqueeze::<2>(); // [batch * hw, classes]
         let logits = logits.reshape([batch, locations, classes]).swap_dims(1, 2); // [batch, classes, hw]
         let attention = softmax(logits, 2); // [batch, classes, hw]
         let features = attention.clone().matmul(x); // [batch, classes, dim]

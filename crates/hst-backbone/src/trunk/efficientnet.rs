@@ -11,6 +11,7 @@
 //! training) and the head dropout are not implemented; both are identities in eval mode.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+use crate::kernels::depthwise_conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
@@ -247,7 +248,7 @@ impl<B: Backend> MbConvBlock<B> {
         };
         let x = relu6(batch_norm(
             &self.bn1,
-            self.depthwise_conv.forward(x),
+            depthwise_conv2d(&self.depthwise_conv, x),
             frozen,
         )); // [batch, hidden, h/s, w/s]
         let x = batch_norm(&self.bn2, self.project_conv.forward(x), frozen); // [batch, out, h/s, w/s]
@@ -328,6 +329,29 @@ impl<B: Backend> EfficientNetLite<B> {
     /// - `images`: `[batch, 3, height, width]`
     /// - `layer1`: `[batch, 24, h/4, w/4]`, `layer2`: `[batch, 40, h/8, w/8]`,
     ///   `layer3`: `[batch, 112, h/16, w/16]`, `layer4`: `[batch, 1280, h/32, w/32]` (Lite0)
+    /// Run stages `stages` (1…4, see the [freezing docs](super)) on `x`: stage 1 includes the stem,
+    /// stage 4 the head. `forward(images) == forward_stages(forward_stages(images, 1..=k), k+1..=4)`.
+    ///
+    /// # Shapes
+    /// - `x`: the input of the first stage (`[batch, 3, h, w]` for stage 1)
+    /// - output: the output of the last stage
+    pub fn forward_stages(&self, x: Tensor<B, 4>, stages: std::ops::RangeInclusive<usize>) -> Tensor<B, 4> {
+        let frozen = |level: usize| self.frozen_stages >= level;
+        let mut x = x;
+        if stages.contains(&1) {
+            x = self.conv_stem.forward(x); // [batch, 32, h/2, w/2]
+            x = relu6(batch_norm(&self.bn0, x, frozen(1)));
+        }
+        for block in self.blocks.iter().filter(|b| stages.contains(&b.level)) {
+            x = block.forward(x, frozen(block.level));
+        }
+        if stages.contains(&4) {
+            x = self.conv_head.forward(x); // [batch, 1280, h/32, w/32]
+            x = relu6(batch_norm(&self.bn1, x, frozen(4)));
+        }
+        x
+    }
+
     pub fn forward_features(&self, images: Tensor<B, 4>) -> TrunkFeatures<B> {
         let frozen = |level: usize| self.frozen_stages >= level;
         let x = self.conv_stem.forward(images); // [batch, 32, h/2, w/2]

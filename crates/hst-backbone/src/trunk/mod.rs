@@ -166,6 +166,19 @@ impl<B: Backend> Trunk<B> {
         }
     }
 
+    /// Run stages `stages` (1…4, see the [module docs](self)) on `x`; stage 1 starts from the images.
+    /// `forward(images) == forward_stages(forward_stages(images, 1..=k), k+1..=4)` for any `k`.
+    ///
+    /// # Shapes
+    /// - `x`: the input of the first stage (`[batch, 3, height, width]` for stage 1)
+    /// - output: the output of the last stage
+    pub fn forward_stages(&self, x: Tensor<B, 4>, stages: std::ops::RangeInclusive<usize>) -> Tensor<B, 4> {
+        match self {
+            Self::ResNet(model) => model.forward_stages(x, stages),
+            Self::EfficientNetLite(model) => model.forward_stages(x, stages),
+        }
+    }
+
     /// The feature map after each stage (see [`TrunkFeatures`]).
     ///
     /// # Shapes

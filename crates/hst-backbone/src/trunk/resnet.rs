@@ -212,6 +212,29 @@ impl<B: Backend> ResNet<B> {
         self.forward_features(images).layer4
     }
 
+    /// Run stages `stages` (1…4, see the [freezing docs](super)) on `x`: stage 1 is the stem with
+    /// `layer1`, stage `s > 1` is `layer{s}`.
+    /// `forward(images) == forward_stages(forward_stages(images, 1..=k), k+1..=4)`.
+    ///
+    /// # Shapes
+    /// - `x`: the input of the first stage (`[batch, 3, h, w]` for stage 1)
+    /// - output: the output of the last stage
+    pub fn forward_stages(&self, x: Tensor<B, 4>, stages: std::ops::RangeInclusive<usize>) -> Tensor<B, 4> {
+        let frozen = |stage: usize| self.frozen_stages >= stage;
+        let mut x = x;
+        if stages.contains(&1) {
+            x = self.conv1.forward(x); // [batch, base, h/2, w/2]
+            x = relu(batch_norm(&self.bn1, x, frozen(1)));
+            x = self.maxpool.forward(x); // [batch, base, h/4, w/4]
+        }
+        for (stage, blocks) in [&self.layer1, &self.layer2, &self.layer3, &self.layer4].into_iter().enumerate() {
+            if stages.contains(&(stage + 1)) {
+                x = blocks.iter().fold(x, |x, block| block.forward(x, frozen(stage + 1)));
+            }
+        }
+        x
+    }
+
     /// The output of every stage.
     ///
     /// # Shapes

@@ -1,0 +1,501 @@
+//! Plain-slice CPU kernels behind the [`FusedKernels`](super::FusedKernels) implementation for burn-flex.
+//!
+//! Each kernel has one `#[inline(always)]` body, compiled three times: for AVX-512, for AVX2 + FMA and for
+//! the baseline target, and the widest one the processor supports is chosen at run time (the `hst` binary
+//! is built for baseline x86-64, so without this the loops would run on 4-lane SSE). Rows are split across
+//! rayon's pool, the pool burn-flex itself uses.
+
+use rayon::prelude::*;
+
+/// `tanh(x)` as a rational function (the minimax approximation Eigen and XLA use for `float`): odd degree-13
+/// numerator over even degree-6 denominator on `x` clamped to ±7.9053, where `tanh` rounds to ±1 in `f32`.
+/// Branch-free, so the loops below vectorise; max abs error against `f64::tanh` ≈ 3e-7 (tested).
+#[inline(always)]
+pub fn tanh_approx(x: f32) -> f32 {
+    const CLAMP: f32 = 7.905_311;
+    const A1: f32 = 4.893_524_5e-3;
+    const A3: f32 = 6.372_619_3e-4;
+    const A5: f32 = 1.485_722_4e-5;
+    const A7: f32 = 5.122_297e-8;
+    const A9: f32 = -8.604_671_5e-11;
+    const A11: f32 = 2.000_187_9e-13;
+    const A13: f32 = -2.760_768_5e-16;
+    const B0: f32 = 4.893_525_2e-3;
+    const B2: f32 = 2.268_434_6e-3;
+    const B4: f32 = 1.185_347_1e-4;
+    const B6: f32 = 1.198_258_4e-6;
+    let x = x.clamp(-CLAMP, CLAMP);
+    let x2 = x * x;
+    let p = ((((((A13 * x2 + A11) * x2 + A9) * x2 + A7) * x2 + A5) * x2 + A3) * x2 + A1) * x;
+    let q = ((B6 * x2 + B4) * x2 + B2) * x2 + B0;
+    p / q
+}
+
+/// Accumulator lanes of the forward dot products (two AVX-512 registers' worth, four of AVX2).
+const LANES: usize = 32;
+
+/// `Σ_k weight[k] · tanh(image[k] · word[k])`.
+#[inline(always)]
+fn dot_tanh(image: &[f32], word: &[f32], weight: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (i_chunks, w_chunks, v_chunks) = (
+        image.chunks_exact(LANES),
+        word.chunks_exact(LANES),
+        weight.chunks_exact(LANES),
+    );
+    let (i_rest, w_rest, v_rest) = (i_chunks.remainder(), w_chunks.remainder(), v_chunks.remainder());
+    for ((i, w), v) in i_chunks.zip(w_chunks).zip(v_chunks) {
+        for l in 0..LANES {
+            acc[l] += v[l] * tanh_approx(i[l] * w[l]);
+        }
+    }
+    let mut sum = 0.0f32;
+    for ((i, w), v) in i_rest.iter().zip(w_rest).zip(v_rest) {
+        sum += v * tanh_approx(i * w);
+    }
+    sum + acc.iter().sum::<f32>()
+}
+
+#[inline(always)]
+fn forward_rows_body(image: &[f32], word: &[f32], weight: &[f32], out: &mut [f32], dim: usize) {
+    let classes = out.len() / (image.len() / dim);
+    for (row, out_row) in image.chunks_exact(dim).zip(out.chunks_exact_mut(classes)) {
+        for (c, o) in out_row.iter_mut().enumerate() {
+            *o = dot_tanh(row, &word[c * dim..(c + 1) * dim], weight);
+        }
+    }
+}
+
+/// Per-block gradient accumulators of the backward pass: `∂/∂word` `[classes · dim]` and `∂/∂weight` `[dim]`.
+struct Partial {
+    word: Vec<f32>,
+    weight: Vec<f32>,
+}
+
+#[inline(always)]
+fn backward_rows_body(
+    image: &[f32],
+    word: &[f32],
+    weight: &[f32],
+    grad: &[f32],
+    grad_image: &mut [f32],
+    partial: &mut Partial,
+    dim: usize,
+) {
+    let classes = grad.len() / (image.len() / dim);
+    for ((row, g_row), gi_row) in image
+        .chunks_exact(dim)
+        .zip(grad.chunks_exact(classes))
+        .zip(grad_image.chunks_exact_mut(dim))
+    {
+        for (c, &g) in g_row.iter().enumerate() {
+            // Every slice re-cut to `dim` so the loop below runs without bounds checks and vectorises.
+            let (row, weight, gi_row) = (&row[..dim], &weight[..dim], &mut gi_row[..dim]);
+            let w_row = &word[c * dim..(c + 1) * dim];
+            let gw_row = &mut partial.word[c * dim..(c + 1) * dim];
+            let gv = &mut partial.weight[..dim];
+            for k in 0..dim {
+                let t = tanh_approx(row[k] * w_row[k]);
+                let s = g * weight[k] * (1.0 - t * t);
+                gi_row[k] += s * w_row[k];
+                gw_row[k] += s * row[k];
+                gv[k] += g * t;
+            }
+        }
+    }
+}
+
+/// One function compiled for several instruction sets; `$name` dispatches at run time.
+macro_rules! multiversion {
+    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the processor supports AVX-512F (checked just above).
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the processor supports AVX2 and FMA (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+multiversion!(forward_rows, forward_rows_body, (image: &[f32], word: &[f32], weight: &[f32], out: &mut [f32], dim: usize));
+multiversion!(backward_rows, backward_rows_body, (image: &[f32], word: &[f32], weight: &[f32], grad: &[f32], grad_image: &mut [f32], partial: &mut Partial, dim: usize));
+
+/// Rows per parallel task: enough work per task (≈ 64k multiply-tanh-adds) to hide the scheduling.
+fn rows_per_task(classes: usize, dim: usize) -> usize {
+    (65_536 / (classes * dim).max(1)).max(1)
+}
+
+/// `out[n, c] = Σ_k weight[k] · tanh(image[n, k] · word[c, k])`.
+///
+/// # Shapes
+/// - `image`: `[rows, dim]`, `word`: `[classes, dim]`, `weight`: `[dim]` (row-major slices)
+/// - output: `[rows, classes]`
+pub fn tanh_bilinear_forward(image: &[f32], word: &[f32], weight: &[f32], dim: usize) -> Vec<f32> {
+    let rows = image.len() / dim;
+    let classes = word.len() / dim;
+    let mut out = vec![0.0f32; rows * classes];
+    let block = rows_per_task(classes, dim);
+    out.par_chunks_mut(block * classes)
+        .zip(image.par_chunks(block * dim))
+        .for_each(|(out, image)| forward_rows(image, word, weight, out, dim));
+    out
+}
+
+/// The gradients of [`tanh_bilinear_forward`] for the upstream gradient `grad` `[rows, classes]`:
+/// `(∂/∂image [rows, dim], ∂/∂word [classes, dim], ∂/∂weight [dim])`, with `t = tanh(image · word)`,
+/// `s = grad · weight · (1 − t²)`: `∂image = Σ_c s · word`, `∂word = Σ_n s · image`, `∂weight = Σ_{n,c} grad · t`.
+pub fn tanh_bilinear_backward(
+    image: &[f32],
+    word: &[f32],
+    weight: &[f32],
+    grad: &[f32],
+    dim: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let rows = image.len() / dim;
+    let classes = word.len() / dim;
+    let mut grad_image = vec![0.0f32; rows * dim];
+    let block = rows_per_task(classes, dim);
+    let new_partial = || Partial {
+        word: vec![0.0; classes * dim],
+        weight: vec![0.0; dim],
+    };
+    let total = grad_image
+        .par_chunks_mut(block * dim)
+        .zip(image.par_chunks(block * dim))
+        .zip(grad.par_chunks(block * classes))
+        .fold(new_partial, |mut partial, ((grad_image, image), grad)| {
+            backward_rows(image, word, weight, grad, grad_image, &mut partial, dim);
+            partial
+        })
+        .reduce(new_partial, |mut a, b| {
+            a.word.iter_mut().zip(&b.word).for_each(|(x, y)| *x += y);
+            a.weight.iter_mut().zip(&b.weight).for_each(|(x, y)| *x += y);
+            a
+        });
+    (grad_image, total.word, total.weight)
+}
+
+/// The geometry of a depthwise 2-D convolution: one `kernel`-sized filter per channel, dilation 1, zero
+/// padding `[top, bottom, left, right]` (asymmetric for TensorFlow's "same").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DepthwiseGeometry {
+    /// Batch size.
+    pub batch: usize,
+    /// Channels (= groups = output channels).
+    pub channels: usize,
+    /// Input `[height, width]`.
+    pub input: [usize; 2],
+    /// Filter `[height, width]`.
+    pub kernel: [usize; 2],
+    /// `[vertical, horizontal]` stride.
+    pub stride: [usize; 2],
+    /// Zero padding `[top, bottom, left, right]`.
+    pub padding: [usize; 4],
+}
+
+impl DepthwiseGeometry {
+    /// Output `[height, width]`.
+    pub fn output(&self) -> [usize; 2] {
+        let [h, w] = self.input;
+        let [kh, kw] = self.kernel;
+        let [t, b, l, r] = self.padding;
+        [
+            (h + t + b - kh) / self.stride[0] + 1,
+            (w + l + r - kw) / self.stride[1] + 1,
+        ]
+    }
+
+    /// For filter column `j`: the output columns whose input column `ow·s + j − left` lies inside the input.
+    fn columns(&self, j: usize) -> std::ops::Range<usize> {
+        let (s, left, w) = (self.stride[1], self.padding[2], self.input[1]);
+        let ow = self.output()[1];
+        let lo = left.saturating_sub(j).div_ceil(s);
+        // Last valid: ow·s + j − left ≤ w − 1.
+        let hi = if w + left < j + 1 { 0 } else { ((w - 1 + left - j) / s + 1).min(ow) };
+        lo..hi.max(lo)
+    }
+
+    /// For output row `oh` and filter row `i`: the input row, if inside the input.
+    fn row(&self, oh: usize, i: usize) -> Option<usize> {
+        (oh * self.stride[0] + i)
+            .checked_sub(self.padding[0])
+            .filter(|&ih| ih < self.input[0])
+    }
+}
+
+#[inline(always)]
+fn depthwise_forward_planes_body(x: &[f32], weight: &[f32], out: &mut [f32], g: &DepthwiseGeometry, first_plane: usize) {
+    let [h, w] = g.input;
+    let [kh, kw] = g.kernel;
+    let [oh_n, ow_n] = g.output();
+    let s = g.stride[1];
+    for (p, out_plane) in out.chunks_exact_mut(oh_n * ow_n).enumerate() {
+        let plane = first_plane + p;
+        let c = plane % g.channels;
+        let x_plane = &x[plane * h * w..(plane + 1) * h * w];
+        let filter = &weight[c * kh * kw..(c + 1) * kh * kw];
+        for oh in 0..oh_n {
+            let out_row = &mut out_plane[oh * ow_n..(oh + 1) * ow_n];
+            for i in 0..kh {
+                let Some(ih) = g.row(oh, i) else { continue };
+                let x_row = &x_plane[ih * w..(ih + 1) * w];
+                for j in 0..kw {
+                    let cols = g.columns(j);
+                    let wv = filter[i * kw + j];
+                    let left = g.padding[2];
+                    for ow in cols {
+                        out_row[ow] += wv * x_row[ow * s + j - left];
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn depthwise_input_grad_planes_body(
+    grad: &[f32],
+    weight: &[f32],
+    grad_x: &mut [f32],
+    g: &DepthwiseGeometry,
+    first_plane: usize,
+) {
+    let [h, w] = g.input;
+    let [kh, kw] = g.kernel;
+    let [oh_n, ow_n] = g.output();
+    let (s, left) = (g.stride[1], g.padding[2]);
+    for (p, gx_plane) in grad_x.chunks_exact_mut(h * w).enumerate() {
+        let plane = first_plane + p;
+        let c = plane % g.channels;
+        let g_plane = &grad[plane * oh_n * ow_n..(plane + 1) * oh_n * ow_n];
+        let filter = &weight[c * kh * kw..(c + 1) * kh * kw];
+        for oh in 0..oh_n {
+            let g_row = &g_plane[oh * ow_n..(oh + 1) * ow_n];
+            for i in 0..kh {
+                let Some(ih) = g.row(oh, i) else { continue };
+                let gx_row = &mut gx_plane[ih * w..(ih + 1) * w];
+                for j in 0..kw {
+                    let wv = filter[i * kw + j];
+                    for ow in g.columns(j) {
+                        gx_row[ow * s + j - left] += wv * g_row[ow];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `∂weight` of the channels `first_channel..`, one `[kh · kw]` filter each, summed over the batch.
+#[inline(always)]
+fn depthwise_weight_grad_channels_body(
+    x: &[f32],
+    grad: &[f32],
+    grad_w: &mut [f32],
+    g: &DepthwiseGeometry,
+    first_channel: usize,
+) {
+    let [h, w] = g.input;
+    let [kh, kw] = g.kernel;
+    let [oh_n, ow_n] = g.output();
+    let (s, left) = (g.stride[1], g.padding[2]);
+    for (k, gw) in grad_w.chunks_exact_mut(kh * kw).enumerate() {
+        let c = first_channel + k;
+        for n in 0..g.batch {
+            let plane = n * g.channels + c;
+            let x_plane = &x[plane * h * w..(plane + 1) * h * w];
+            let g_plane = &grad[plane * oh_n * ow_n..(plane + 1) * oh_n * ow_n];
+            for oh in 0..oh_n {
+                let g_row = &g_plane[oh * ow_n..(oh + 1) * ow_n];
+                for i in 0..kh {
+                    let Some(ih) = g.row(oh, i) else { continue };
+                    let x_row = &x_plane[ih * w..(ih + 1) * w];
+                    for j in 0..kw {
+                        let mut acc = 0.0f32;
+                        for ow in g.columns(j) {
+                            acc += g_row[ow] * x_row[ow * s + j - left];
+                        }
+                        gw[i * kw + j] += acc;
+                    }
+                }
+            }
+        }
+    }
+}
+
+multiversion!(depthwise_forward_planes, depthwise_forward_planes_body, (x: &[f32], weight: &[f32], out: &mut [f32], g: &DepthwiseGeometry, first_plane: usize));
+multiversion!(depthwise_input_grad_planes, depthwise_input_grad_planes_body, (grad: &[f32], weight: &[f32], grad_x: &mut [f32], g: &DepthwiseGeometry, first_plane: usize));
+multiversion!(depthwise_weight_grad_channels, depthwise_weight_grad_channels_body, (x: &[f32], grad: &[f32], grad_w: &mut [f32], g: &DepthwiseGeometry, first_channel: usize));
+
+/// Planes (or channels) per parallel task for about `work` multiply-adds per task.
+fn items_per_task(per_item: usize) -> usize {
+    (32_768 / per_item.max(1)).max(1)
+}
+
+/// Depthwise convolution: `out[n, c, oh, ow] = Σ_{i,j} x[n, c, oh·s + i − top, ow·s + j − left] · weight[c, i, j]`
+/// (zero outside the input).
+///
+/// # Shapes
+/// - `x`: `[batch, channels, h, w]`, `weight`: `[channels, 1, kh, kw]` (row-major slices)
+/// - output: `[batch, channels, oh, ow]` ([`DepthwiseGeometry::output`])
+pub fn depthwise_forward(x: &[f32], weight: &[f32], g: &DepthwiseGeometry) -> Vec<f32> {
+    let [oh, ow] = g.output();
+    let planes = items_per_task(oh * ow * g.kernel[0] * g.kernel[1]);
+    let mut out = vec![0.0f32; g.batch * g.channels * oh * ow];
+    out.par_chunks_mut(planes * oh * ow)
+        .enumerate()
+        .for_each(|(t, out)| depthwise_forward_planes(x, weight, out, g, t * planes));
+    out
+}
+
+/// The gradients of [`depthwise_forward`] for the upstream gradient `grad` `[batch, channels, oh, ow]`:
+/// `(∂x [batch, channels, h, w], ∂weight [channels, 1, kh, kw])`.
+pub fn depthwise_backward(x: &[f32], weight: &[f32], grad: &[f32], g: &DepthwiseGeometry) -> (Vec<f32>, Vec<f32>) {
+    let [oh, ow] = g.output();
+    let [h, w] = g.input;
+    let per_plane = oh * ow * g.kernel[0] * g.kernel[1];
+    let planes = items_per_task(per_plane);
+    let mut grad_x = vec![0.0f32; g.batch * g.channels * h * w];
+    grad_x
+        .par_chunks_mut(planes * h * w)
+        .enumerate()
+        .for_each(|(t, gx)| depthwise_input_grad_planes(grad, weight, gx, g, t * planes));
+    let taps = g.kernel[0] * g.kernel[1];
+    let channels = items_per_task(per_plane * g.batch);
+    let mut grad_w = vec![0.0f32; g.channels * taps];
+    grad_w
+        .par_chunks_mut(channels * taps)
+        .enumerate()
+        .for_each(|(t, gw)| depthwise_weight_grad_channels(x, grad, gw, g, t * channels));
+    (grad_x, grad_w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tanh_approx_is_within_4e_7_of_f64_tanh() {
+        let mut worst = 0.0f64;
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 1e-4; // −20 … 20
+            let err = (tanh_approx(x) as f64 - (x as f64).tanh()).abs();
+            worst = worst.max(err);
+        }
+        assert!(worst < 4e-7, "max abs error {worst}");
+        // Odd, exact at 0, saturates to ±1.
+        assert_eq!(tanh_approx(0.0), 0.0);
+        assert_eq!(tanh_approx(-0.3), -tanh_approx(0.3));
+        assert!((tanh_approx(50.0) - 1.0).abs() < 1e-6);
+    }
+
+    /// The kernels against a direct f64 evaluation of the formulas, with odd sizes (remainder lanes, one
+    /// partial task).
+    #[test]
+    fn forward_and_backward_match_the_formulas() {
+        let (rows, classes, dim) = (37usize, 5usize, 45usize);
+        let value = |i: usize, scale: f32| ((i as f32 * 0.618_034).fract() - 0.5) * scale;
+        let image: Vec<f32> = (0..rows * dim).map(|i| value(i, 3.0)).collect();
+        let word: Vec<f32> = (0..classes * dim).map(|i| value(i + 7, 2.0)).collect();
+        let weight: Vec<f32> = (0..dim).map(|i| value(i + 3, 1.0)).collect();
+        let grad: Vec<f32> = (0..rows * classes).map(|i| value(i + 11, 1.0)).collect();
+        let out = tanh_bilinear_forward(&image, &word, &weight, dim);
+        let (gi, gw, gv) = tanh_bilinear_backward(&image, &word, &weight, &grad, dim);
+        let mut e_gi = vec![0.0f64; rows * dim];
+        let mut e_gw = vec![0.0f64; classes * dim];
+        let mut e_gv = vec![0.0f64; dim];
+        for n in 0..rows {
+            for c in 0..classes {
+                let mut o = 0.0f64;
+                let g = grad[n * classes + c] as f64;
+                for k in 0..dim {
+                    let (i, w, v) = (image[n * dim + k] as f64, word[c * dim + k] as f64, weight[k] as f64);
+                    let t = (i * w).tanh();
+                    o += v * t;
+                    let s = g * v * (1.0 - t * t);
+                    e_gi[n * dim + k] += s * w;
+                    e_gw[c * dim + k] += s * i;
+                    e_gv[k] += g * t;
+                }
+                assert!((out[n * classes + c] as f64 - o).abs() < 1e-5, "out[{n},{c}]");
+            }
+        }
+        for (name, got, want) in [("image", &gi, &e_gi), ("word", &gw, &e_gw), ("weight", &gv, &e_gv)] {
+            for (a, b) in got.iter().zip(want.iter()) {
+                assert!((*a as f64 - b).abs() < 1e-4 * (1.0 + b.abs()), "∂{name}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// The depthwise kernels against a direct evaluation, for TF-"same" geometries (stride 1 and 2,
+    /// asymmetric padding) and a padded-on-every-side one.
+    #[test]
+    fn depthwise_matches_the_formulas() {
+        let value = |i: usize, scale: f32| ((i as f32 * 0.618_034).fract() - 0.5) * scale;
+        for (input, kernel, stride, padding) in [
+            ([7usize, 7usize], [3usize, 3usize], [1usize, 1usize], [1usize, 1, 1, 1]),
+            ([14, 14], [5, 5], [2, 2], [1, 2, 1, 2]),
+            ([8, 9], [3, 3], [2, 2], [0, 1, 1, 1]),
+            ([5, 6], [5, 3], [1, 2], [2, 2, 0, 3]),
+        ] {
+            let g = DepthwiseGeometry { batch: 3, channels: 4, input, kernel, stride, padding };
+            let [h, w] = input;
+            let [kh, kw] = kernel;
+            let [oh_n, ow_n] = g.output();
+            let x: Vec<f32> = (0..3 * 4 * h * w).map(|i| value(i, 2.0)).collect();
+            let weight: Vec<f32> = (0..4 * kh * kw).map(|i| value(i + 5, 1.0)).collect();
+            let grad: Vec<f32> = (0..3 * 4 * oh_n * ow_n).map(|i| value(i + 9, 1.0)).collect();
+            let out = depthwise_forward(&x, &weight, &g);
+            let (gx, gw) = depthwise_backward(&x, &weight, &grad, &g);
+            let mut e_out = vec![0.0f64; out.len()];
+            let mut e_gx = vec![0.0f64; gx.len()];
+            let mut e_gw = vec![0.0f64; gw.len()];
+            for n in 0..3 {
+                for c in 0..4 {
+                    let plane = n * 4 + c;
+                    for oh in 0..oh_n {
+                        for ow in 0..ow_n {
+                            let o = plane * oh_n * ow_n + oh * ow_n + ow;
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let ih = (oh * stride[0] + i) as isize - padding[0] as isize;
+                                    let iw = (ow * stride[1] + j) as isize - padding[2] as isize;
+                                    if ih < 0 || iw < 0 || ih >= h as isize || iw >= w as isize {
+                                        continue;
+                                    }
+                                    let xi = plane * h * w + ih as usize * w + iw as usize;
+                                    let wi = c * kh * kw + i * kw + j;
+                                    e_out[o] += x[xi] as f64 * weight[wi] as f64;
+                                    e_gx[xi] += grad[o] as f64 * weight[wi] as f64;
+                                    e_gw[wi] += grad[o] as f64 * x[xi] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for (name, got, want) in [("out", &out, &e_out), ("∂x", &gx, &e_gx), ("∂w", &gw, &e_gw)] {
+                assert_eq!(got.len(), want.len());
+                for (a, b) in got.iter().zip(want.iter()) {
+                    assert!((*a as f64 - b).abs() < 1e-5 * (1.0 + b.abs()), "{name} {g:?}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+}

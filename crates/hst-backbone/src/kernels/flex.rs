@@ -1,0 +1,265 @@
+//! [`FusedKernels`] for burn-flex (the [`cpu`](super::cpu) kernels) and for `Autodiff<B>` (a custom backward
+//! step that calls `B`'s backward kernel).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::flex::FlexTensor;
+use burn::backend::Flex;
+use burn::prelude::*;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, TensorMetadata};
+
+use super::{cpu, on_backend, FusedKernels};
+
+/// The row-major `f32` values of a flex tensor (a copy only when it is not contiguous or not `f32`).
+fn values(tensor: FlexTensor) -> Vec<f32> {
+    let shape = tensor.shape();
+    let data = tensor.into_data();
+    match data.dtype {
+        DType::F32 => data.into_vec::<f32>(),
+        _ => data.convert::<f32>().into_vec::<f32>(),
+    }
+    .unwrap_or_else(|e| panic!("flex tensor {shape:?} as f32: {e:?}"))
+}
+
+fn tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
+
+impl FusedKernels for Flex {
+    fn tanh_bilinear_score(
+        image: FloatTensor<Self>,
+        word: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let [rows, dim] = image.shape().dims();
+        let [classes, _] = word.shape().dims();
+        let out = cpu::tanh_bilinear_forward(&values(image), &values(word), &values(weight), dim);
+        tensor(out, [rows, classes])
+    }
+
+    fn tanh_bilinear_score_backward(
+        image: FloatTensor<Self>,
+        word: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        let [rows, dim] = image.shape().dims();
+        let [classes, _] = word.shape().dims();
+        let (gi, gw, gv) = cpu::tanh_bilinear_backward(
+            &values(image),
+            &values(word),
+            &values(weight),
+            &values(grad),
+            dim,
+        );
+        [
+            tensor(gi, [rows, dim]),
+            tensor(gw, [classes, dim]),
+            tensor(gv, [dim]),
+        ]
+    }
+
+    fn depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: [usize; 2],
+        padding: [usize; 4],
+    ) -> FloatTensor<Self> {
+        let g = geometry(&x, &weight, stride, padding);
+        let [oh, ow] = g.output();
+        let out = cpu::depthwise_forward(&values(x), &values(weight), &g);
+        tensor(out, [g.batch, g.channels, oh, ow])
+    }
+
+    fn depthwise_conv2d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        stride: [usize; 2],
+        padding: [usize; 4],
+    ) -> [FloatTensor<Self>; 2] {
+        let g = geometry(&x, &weight, stride, padding);
+        let w_shape = weight.shape();
+        let (gx, gw) = cpu::depthwise_backward(&values(x), &values(weight), &values(grad), &g);
+        [tensor(gx, [g.batch, g.channels, g.input[0], g.input[1]]), tensor(gw, w_shape)]
+    }
+}
+
+fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: [usize; 2], padding: [usize; 4]) -> cpu::DepthwiseGeometry {
+    let [batch, channels, h, w] = x.shape().dims();
+    let [_, _, kh, kw] = weight.shape().dims();
+    cpu::DepthwiseGeometry {
+        batch,
+        channels,
+        input: [h, w],
+        kernel: [kh, kw],
+        stride,
+        padding,
+    }
+}
+
+/// The custom backward step of [`FusedKernels::depthwise_conv2d`] on `Autodiff<B>`.
+#[derive(Debug)]
+struct DepthwiseConv2dBackward;
+
+impl<B: FusedKernels> Backward<B, 2> for DepthwiseConv2dBackward {
+    /// The checkpointed input and weight, the stride and the padding.
+    type State = (NodeId, NodeId, [usize; 2], [usize; 4]);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, weight, stride, padding) = ops.state;
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x);
+        let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight);
+        let partials = B::depthwise_conv2d_backward(x, weight, grad, stride, padding);
+        for (parent, partial) in ops.parents.into_iter().zip(partials) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, partial);
+            }
+        }
+    }
+}
+
+/// The custom backward step of [`FusedKernels::tanh_bilinear_score`] on `Autodiff<B>`.
+#[derive(Debug)]
+struct TanhBilinearScoreBackward;
+
+impl<B: FusedKernels> Backward<B, 3> for TanhBilinearScoreBackward {
+    /// The checkpointed inputs (image, word, weight).
+    type State = (NodeId, NodeId, NodeId);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (image, word, weight) = ops.state;
+        let image: FloatTensor<B> = checkpointer.retrieve_node_output(image);
+        let word: FloatTensor<B> = checkpointer.retrieve_node_output(word);
+        let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight);
+        let partials = B::tanh_bilinear_score_backward(image, word, weight, grad);
+        for (parent, partial) in ops.parents.into_iter().zip(partials) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, partial);
+            }
+        }
+    }
+}
+
+impl<B: FusedKernels, C: CheckpointStrategy> FusedKernels for Autodiff<B, C> {
+    fn tanh_bilinear_score(
+        image: FloatTensor<Self>,
+        word: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match TanhBilinearScoreBackward
+            .prepare::<C>([image.node.clone(), word.node.clone(), weight.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (
+                    prep.checkpoint(&image),
+                    prep.checkpoint(&word),
+                    prep.checkpoint(&weight),
+                );
+                let out = B::tanh_bilinear_score(image.primitive, word.primitive, weight.primitive);
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::tanh_bilinear_score(
+                image.primitive,
+                word.primitive,
+                weight.primitive,
+            )),
+        }
+    }
+
+    fn tanh_bilinear_score_backward(
+        image: FloatTensor<Self>,
+        word: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        // A second-order use: differentiate the composed version.
+        let (image, word, weight) = super::tanh_bilinear_score_backward_composed::<Self>(
+            super::float(image),
+            super::float(word),
+            super::float(weight),
+            super::float(grad),
+        );
+        [
+            image.into_primitive().tensor(),
+            word.into_primitive().tensor(),
+            weight.into_primitive().tensor(),
+        ]
+    }
+
+    fn depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: [usize; 2],
+        padding: [usize; 4],
+    ) -> FloatTensor<Self> {
+        match DepthwiseConv2dBackward
+            .prepare::<C>([x.node.clone(), weight.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&weight), stride, padding);
+                let out = B::depthwise_conv2d(x.primitive, weight.primitive, stride, padding);
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::depthwise_conv2d(x.primitive, weight.primitive, stride, padding))
+            }
+        }
+    }
+
+    fn depthwise_conv2d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        stride: [usize; 2],
+        padding: [usize; 4],
+    ) -> [FloatTensor<Self>; 2] {
+        // A second-order use: Burn's own convolution backward, differentiable.
+        super::depthwise_conv2d_backward_composed::<Self>(x, weight, grad, stride, padding)
+    }
+}
+
+/// Whether `B` is a backend with the fused kernels (flex, or flex under autodiff).
+pub(super) fn is_fused<B: Backend>() -> bool {
+    use std::any::TypeId;
+    let b = TypeId::of::<B>();
+    b == TypeId::of::<Flex>() || b == TypeId::of::<Autodiff<Flex>>()
+}
+
+/// [`FusedKernels::tanh_bilinear_score`] when `B` is flex or `Autodiff<Flex>`; the inputs back otherwise.
+pub(super) fn tanh_bilinear_score<B: Backend>(
+    inputs: [FloatTensor<B>; 3],
+) -> Result<FloatTensor<B>, [FloatTensor<B>; 3]> {
+    on_backend::<B, Autodiff<Flex>, 3>(inputs, |[i, w, v]| {
+        <Autodiff<Flex> as FusedKernels>::tanh_bilinear_score(i, w, v)
+    })
+    .or_else(|inputs| {
+        on_backend::<B, Flex, 3>(inputs, |[i, w, v]| {
+            <Flex as FusedKernels>::tanh_bilinear_score(i, w, v)
+        })
+    })
+}
+
+/// [`FusedKernels::depthwise_conv2d`] when `B` is flex or `Autodiff<Flex>`; the inputs back otherwise.
+pub(super) fn depthwise_conv2d<B: Backend>(
+    inputs: [FloatTensor<B>; 2],
+    stride: [usize; 2],
+    padding: [usize; 4],
+) -> Result<FloatTensor<B>, [FloatTensor<B>; 2]> {
+    on_backend::<B, Autodiff<Flex>, 2>(inputs, |[x, w]| {
+        <Autodiff<Flex> as FusedKernels>::depthwise_conv2d(x, w, stride, padding)
+    })
+    .or_else(|inputs| {
+        on_backend::<B, Flex, 2>(inputs, |[x, w]| <Flex as FusedKernels>::depthwise_conv2d(x, w, stride, padding))
+    })
+}

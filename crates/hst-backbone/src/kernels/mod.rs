@@ -1,0 +1,426 @@
+//! Fused kernels for HST's hot spots, through Burn's backend-extension mechanism.
+//!
+//! [`FusedKernels`] is a backend extension trait (the pattern of Burn's "custom kernel" guide): each
+//! method has a default body composed of Burn's own tensor operations, a backend may override it with a
+//! faster kernel, and `Autodiff<B>` implements it with a custom backward step that calls `B`'s backward
+//! method, so the gradient of a fused kernel is fused too.
+//!
+//! Implemented here (feature `flex`, on by default in the `hst` package): burn-flex, with the CPU kernels
+//! of [`cpu`], and `Autodiff<Flex>`. The model code stays generic over `B: Backend` (no new trait bound on
+//! the crates' public types): it calls the free functions below ([`tanh_bilinear_score`]), which run the
+//! fused implementation when `B` is one of the implementing backends and the composed Burn operations
+//! (the same arithmetic, unfused) on every other backend — WGPU, CUDA and ndarray get exactly the code
+//! they ran before.
+//!
+//! Each kernel is tested against the composed Burn version, forward and gradients, to 1e-4.
+
+#[cfg(feature = "flex")]
+pub mod cpu;
+#[cfg(feature = "flex")]
+mod flex;
+
+use std::any::Any;
+
+use burn::prelude::*;
+use burn::nn::conv::Conv2d;
+use burn::nn::PaddingConfig2d;
+use burn::tensor::ops::{ConvOptions, FloatTensor, PadMode, PaddedConvOptions};
+use burn::tensor::{TensorMetadata, TensorPrimitive};
+
+/// Backend extension: fused versions of HST's hot spots. Every method has a default composed of Burn's
+/// tensor operations.
+pub trait FusedKernels: Backend {
+    /// `out[n, c] = Σ_k weight[k] · tanh(image[n, k] · word[c, k])`: the attention logits of semantic
+    /// decoupling (`w4ᵀ tanh(image ⊙ word)` with `W3` folded into `weight`), without the
+    /// `[rows, classes, dim]` tensor the composed version materialises.
+    ///
+    /// # Shapes
+    /// - `image`: `[rows, dim]`, `word`: `[classes, dim]`, `weight`: `[dim]`
+    /// - output: `[rows, classes]`
+    fn tanh_bilinear_score(
+        image: FloatTensor<Self>,
+        word: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        tanh_bilinear_score_composed::<Self>(float(image), float(word), float(weight))
+            .into_primitive()
+            .tensor()
+    }
+
+    /// The gradients of [`tanh_bilinear_score`](Self::tanh_bilinear_score) for the upstream gradient
+    /// `grad` `[rows, classes]`: `(∂image [rows, dim], ∂word [classes, dim], ∂weight [dim])`.
+    fn tanh_bilinear_score_backward(
+        image: FloatTensor<Self>,
+        word: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        let (image, word, weight) =
+            tanh_bilinear_score_backward_composed::<Self>(float(image), float(word), float(weight), float(grad));
+        [
+            image.into_primitive().tensor(),
+            word.into_primitive().tensor(),
+            weight.into_primitive().tensor(),
+        ]
+    }
+
+    /// Depthwise 2-D convolution without bias (groups = channels, dilation 1) with zero padding
+    /// `[top, bottom, left, right]`, which may be asymmetric (TensorFlow "same").
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, channels, h, w]`, `weight`: `[channels, 1, kh, kw]`
+    /// - output: `[batch, channels, oh, ow]`
+    fn depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: [usize; 2],
+        padding: [usize; 4],
+    ) -> FloatTensor<Self> {
+        depthwise_conv2d_composed::<Self>(float(x), float(weight), stride, padding)
+            .into_primitive()
+            .tensor()
+    }
+
+    /// The gradients of [`depthwise_conv2d`](Self::depthwise_conv2d) for the upstream gradient `grad`
+    /// `[batch, channels, oh, ow]`: `(∂x [batch, channels, h, w], ∂weight [channels, 1, kh, kw])`, from
+    /// Burn's own convolution backward on the padded input.
+    fn depthwise_conv2d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        stride: [usize; 2],
+        padding: [usize; 4],
+    ) -> [FloatTensor<Self>; 2] {
+        depthwise_conv2d_backward_composed::<Self>(x, weight, grad, stride, padding)
+    }
+}
+
+fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// `tanh(image[n, k] · word[c, k])`, materialised.
+///
+/// # Shapes
+/// - `image`: `[rows, dim]`, `word`: `[classes, dim]`
+/// - output: `[rows, classes, dim]`
+fn tanh_products<B: Backend>(image: Tensor<B, 2>, word: Tensor<B, 2>) -> Tensor<B, 3> {
+    (image.unsqueeze_dim::<3>(1) * word.unsqueeze_dim::<3>(0)).tanh()
+}
+
+/// [`FusedKernels::tanh_bilinear_score`] composed of Burn operations (differentiable on any backend):
+/// `tanh(image ⊗ word)` materialised as `[rows · classes, dim]`, then one matmul with `weight`.
+///
+/// # Shapes
+/// - `image`: `[rows, dim]`, `word`: `[classes, dim]`, `weight`: `[dim]`
+/// - output: `[rows, classes]`
+pub fn tanh_bilinear_score_composed<B: Backend>(
+    image: Tensor<B, 2>,
+    word: Tensor<B, 2>,
+    weight: Tensor<B, 1>,
+) -> Tensor<B, 2> {
+    let [rows, dim] = image.dims();
+    let [classes, _] = word.dims();
+    tanh_products(image, word)
+        .reshape([rows * classes, dim])
+        .matmul(weight.reshape([dim, 1]))
+        .reshape([rows, classes])
+}
+
+/// The gradients of [`tanh_bilinear_score_composed`] for the upstream gradient `grad`, composed of Burn
+/// operations: with `t = tanh(image ⊗ word)` and `s = grad · weight · (1 − t²)`, `∂image = Σ_c s · word`,
+/// `∂word = Σ_n s · image`, `∂weight = Σ_{n,c} grad · t`.
+///
+/// # Shapes
+/// - `image`: `[rows, dim]`, `word`: `[classes, dim]`, `weight`: `[dim]`, `grad`: `[rows, classes]`
+/// - output: (`[rows, dim]`, `[classes, dim]`, `[dim]`)
+pub fn tanh_bilinear_score_backward_composed<B: Backend>(
+    image: Tensor<B, 2>,
+    word: Tensor<B, 2>,
+    weight: Tensor<B, 1>,
+    grad: Tensor<B, 2>,
+) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 1>) {
+    let [rows, dim] = image.dims();
+    let [classes, _] = word.dims();
+    let t = tanh_products(image.clone(), word.clone()); // [rows, classes, dim]
+    let g = grad.reshape([rows, classes, 1]); // [rows, classes, 1]
+    let grad_weight = (t.clone() * g.clone()).sum_dim(1).sum_dim(0).reshape([dim]);
+    let s = (t.square().neg() + 1.0) * g * weight.reshape([1, 1, dim]); // [rows, classes, dim]
+    let grad_image = (s.clone() * word.unsqueeze_dim::<3>(0)).sum_dim(1).reshape([rows, dim]);
+    let grad_word = (s * image.unsqueeze_dim::<3>(1)).sum_dim(0).reshape([classes, dim]);
+    (grad_image, grad_word, grad_weight)
+}
+
+/// [`FusedKernels::depthwise_conv2d`] composed of Burn operations: Burn's `conv2d` with `groups = channels`
+/// and asymmetric padding (an explicit zero pad, then a convolution without padding, as `burn::nn::Conv2d`
+/// runs TF "same").
+///
+/// # Shapes
+/// - `x`: `[batch, channels, h, w]`, `weight`: `[channels, 1, kh, kw]`
+/// - output: `[batch, channels, oh, ow]`
+pub fn depthwise_conv2d_composed<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    stride: [usize; 2],
+    padding: [usize; 4],
+) -> Tensor<B, 4> {
+    let channels = x.dims()[1];
+    let [top, bottom, left, right] = padding;
+    let options = PaddedConvOptions::asymmetric(stride, [top, left], [bottom, right], [1, 1], channels);
+    burn::tensor::module::conv2d(x, weight, None, options)
+}
+
+/// [`FusedKernels::depthwise_conv2d_backward`] from Burn's own convolution backward
+/// (`conv2d_x_backward`, `conv2d_weight_backward`) on the zero-padded input; `∂x` is cropped back.
+pub fn depthwise_conv2d_backward_composed<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    stride: [usize; 2],
+    padding: [usize; 4],
+) -> [FloatTensor<B>; 2] {
+    let [batch, channels, h, w] = x.shape().dims();
+    let [top, bottom, left, right] = padding;
+    let padded = float::<B, 4>(x)
+        .pad((left, right, top, bottom), PadMode::Constant(0.0))
+        .into_primitive()
+        .tensor();
+    let options = ConvOptions::new(stride, [0, 0], [1, 1], channels);
+    let grad_x = B::conv2d_x_backward(padded.clone(), weight.clone(), grad.clone(), options.clone());
+    let grad_w = B::conv2d_weight_backward(padded, weight, grad, options);
+    let grad_x = float::<B, 4>(grad_x).slice([0..batch, 0..channels, top..top + h, left..left + w]);
+    [grad_x.into_primitive().tensor(), grad_w]
+}
+
+/// TensorFlow "same" padding of one dimension: `(before, after)` with the odd one after.
+fn same_padding(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let total = ((size.div_ceil(stride)).saturating_sub(1) * stride + kernel).saturating_sub(size);
+    (total / 2, total - total / 2)
+}
+
+/// Whether `conv` is a depthwise convolution [`depthwise_conv2d`] can run: groups = in = out channels,
+/// dilation 1, no bias.
+pub fn is_depthwise<B: Backend>(conv: &Conv2d<B>) -> bool {
+    let [out, per_group, _, _] = conv.weight.dims();
+    conv.groups == out && per_group == 1 && conv.dilation == [1, 1] && conv.bias.is_none()
+}
+
+/// `conv.forward(x)` for a depthwise convolution ([`is_depthwise`]), through
+/// [`FusedKernels::depthwise_conv2d`] where the backend has it (see the [module docs](self)); any other
+/// convolution, and every other backend, runs `conv.forward`.
+///
+/// # Shapes
+/// - `x`: `[batch, channels, h, w]`
+/// - output: `[batch, channels, oh, ow]`
+pub fn depthwise_conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [_, _, h, w] = x.dims();
+    let [kh, kw] = conv.kernel_size;
+    let padding = match &conv.padding {
+        PaddingConfig2d::Same => {
+            let (top, bottom) = same_padding(h, kh, conv.stride[0]);
+            let (left, right) = same_padding(w, kw, conv.stride[1]);
+            [top, bottom, left, right]
+        }
+        PaddingConfig2d::Valid => [0; 4],
+        PaddingConfig2d::Explicit(t, l, b, r) => [*t, *b, *l, *r],
+    };
+    if !is_depthwise(conv) {
+        return conv.forward(x);
+    }
+    let inputs = [x.into_primitive().tensor(), conv.weight.val().into_primitive().tensor()];
+    #[cfg(feature = "flex")]
+    let inputs = match flex::depthwise_conv2d::<B>(inputs, conv.stride, padding) {
+        Ok(out) => return float(out),
+        Err(inputs) => inputs,
+    };
+    let [x, weight] = inputs;
+    depthwise_conv2d_composed(float(x), float(weight), conv.stride, padding)
+}
+
+/// Move `value` into type `T` when it already is a `T` (a type-checked, copy-free identity cast).
+fn cast<A: 'static, T: 'static>(value: A) -> Result<T, A> {
+    let mut slot = Some(value);
+    match (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
+        Some(target) => Ok(target.take().expect("filled just above")),
+        None => Err(slot.expect("not taken")),
+    }
+}
+
+/// Run `f` on backend `K` when `B` is `K` (else give the inputs back), giving the inputs and taking the output back.
+fn on_backend<B: Backend, K: Backend, const N: usize>(
+    inputs: [FloatTensor<B>; N],
+    f: impl FnOnce([FloatTensor<K>; N]) -> FloatTensor<K>,
+) -> Result<FloatTensor<B>, [FloatTensor<B>; N]> {
+    let inputs = cast::<_, [FloatTensor<K>; N]>(inputs)?;
+    Ok(cast::<FloatTensor<K>, FloatTensor<B>>(f(inputs))
+        .unwrap_or_else(|_| unreachable!("B is K: the inputs were cast")))
+}
+
+/// Which implementation [`tanh_bilinear_score`] runs on backend `B`: `"fused"` or `"composed"`.
+pub fn tanh_bilinear_score_implementation<B: Backend>() -> &'static str {
+    #[cfg(feature = "flex")]
+    if flex::is_fused::<B>() {
+        return "fused";
+    }
+    "composed"
+}
+
+/// The attention logits of semantic decoupling, `out[n, c] = Σ_k weight[k] · tanh(image[n, k] · word[c, k])`:
+/// the fused kernel of [`FusedKernels`] where `B` has one (see the [module docs](self)), else
+/// [`tanh_bilinear_score_composed`].
+///
+/// # Shapes
+/// - `image`: `[rows, dim]`, `word`: `[classes, dim]`, `weight`: `[dim]`
+/// - output: `[rows, classes]`
+pub fn tanh_bilinear_score<B: Backend>(
+    image: Tensor<B, 2>,
+    word: Tensor<B, 2>,
+    weight: Tensor<B, 1>,
+) -> Tensor<B, 2> {
+    let inputs = [
+        image.into_primitive().tensor(),
+        word.into_primitive().tensor(),
+        weight.into_primitive().tensor(),
+    ];
+    #[cfg(feature = "flex")]
+    let inputs = match flex::tanh_bilinear_score::<B>(inputs) {
+        Ok(out) => return float(out),
+        Err(inputs) => inputs,
+    };
+    let [image, word, weight] = inputs;
+    tanh_bilinear_score_composed::<B>(float(image), float(word), float(weight))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tolerance};
+
+    type TB = burn::backend::Flex;
+    type AB = burn::backend::Autodiff<TB>;
+
+    #[test]
+    fn cast_is_an_identity_on_the_same_type_only() {
+        assert_eq!(cast::<u32, u32>(7), Ok(7));
+        assert_eq!(cast::<u32, i32>(7), Err(7));
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn flex_and_its_autodiff_run_the_fused_kernel() {
+        assert_eq!(tanh_bilinear_score_implementation::<TB>(), "fused");
+        assert_eq!(tanh_bilinear_score_implementation::<AB>(), "fused");
+    }
+
+    /// The fused kernel (forward and every gradient, through a softmax so the upstream gradient is not
+    /// uniform) against Burn's composed operations, to 1e-4.
+    #[test]
+    fn fused_matches_burn_forward_and_gradients() {
+        let device = Default::default();
+        for (rows, classes, dim) in [(98usize, 20usize, 64usize), (13, 3, 37)] {
+            let image = Tensor::<AB, 2>::random([rows, dim], Distribution::Normal(0.0, 1.5), &device)
+                .require_grad();
+            let word = Tensor::<AB, 2>::random([classes, dim], Distribution::Normal(0.0, 1.0), &device)
+                .require_grad();
+            let weight =
+                Tensor::<AB, 1>::random([dim], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let upstream = Tensor::<AB, 2>::random([rows, classes], Distribution::Default, &device);
+            let run = |f: &dyn Fn(Tensor<AB, 2>, Tensor<AB, 2>, Tensor<AB, 1>) -> Tensor<AB, 2>| {
+                let out = f(image.clone(), word.clone(), weight.clone());
+                let loss = (burn::tensor::activation::softmax(out.clone(), 1) * upstream.clone()).sum();
+                let grads = loss.backward();
+                (
+                    out.inner(),
+                    image.grad(&grads).unwrap(),
+                    word.grad(&grads).unwrap(),
+                    weight.grad(&grads).unwrap(),
+                )
+            };
+            let fused = run(&|i, w, v| tanh_bilinear_score(i, w, v));
+            let composed = run(&|i, w, v| tanh_bilinear_score_composed(i, w, v));
+            let tol = Tolerance::<f32>::relative(1e-4).set_absolute(1e-5);
+            fused.0.into_data().assert_approx_eq::<f32>(&composed.0.into_data(), tol);
+            fused.1.into_data().assert_approx_eq::<f32>(&composed.1.into_data(), tol);
+            fused.2.into_data().assert_approx_eq::<f32>(&composed.2.into_data(), tol);
+            fused.3.into_data().assert_approx_eq::<f32>(&composed.3.into_data(), tol);
+        }
+    }
+
+    /// The composed backward (the trait's default, what a backend without its own kernel inherits) against
+    /// autodiff through the composed forward.
+    #[test]
+    fn composed_backward_matches_autodiff_of_the_composed_forward() {
+        let device = Default::default();
+        let (rows, classes, dim) = (11usize, 4usize, 9usize);
+        let normal = Distribution::Normal(0.0, 1.0);
+        let image = Tensor::<AB, 2>::random([rows, dim], normal, &device).require_grad();
+        let word = Tensor::<AB, 2>::random([classes, dim], normal, &device).require_grad();
+        let weight = Tensor::<AB, 1>::random([dim], normal, &device).require_grad();
+        let upstream = Tensor::<AB, 2>::random([rows, classes], Distribution::Default, &device);
+        let grads = (tanh_bilinear_score_composed(image.clone(), word.clone(), weight.clone())
+            * upstream.clone())
+        .sum()
+        .backward();
+        let (gi, gw, gv) = tanh_bilinear_score_backward_composed::<TB>(
+            image.clone().inner(),
+            word.clone().inner(),
+            weight.clone().inner(),
+            upstream.inner(),
+        );
+        let tol = Tolerance::<f32>::relative(1e-4).set_absolute(1e-5);
+        gi.into_data().assert_approx_eq::<f32>(&image.grad(&grads).unwrap().into_data(), tol);
+        gw.into_data().assert_approx_eq::<f32>(&word.grad(&grads).unwrap().into_data(), tol);
+        gv.into_data().assert_approx_eq::<f32>(&weight.grad(&grads).unwrap().into_data(), tol);
+    }
+
+    /// The fused depthwise convolution (forward, ∂x, ∂weight) against Burn's `Conv2d` with TF "same"
+    /// padding (stride 1 and 2, kernels 3 and 5, asymmetric padding), to 1e-4.
+    #[test]
+    fn depthwise_matches_burn_conv2d_forward_and_gradients() {
+        use burn::nn::conv::Conv2dConfig;
+        let device = Default::default();
+        for (size, kernel, stride) in [(7usize, 3usize, 1usize), (14, 5, 2), (9, 3, 2), (8, 5, 1)] {
+            let channels = 6;
+            let conv = Conv2dConfig::new([channels, channels], [kernel, kernel])
+                .with_stride([stride, stride])
+                .with_groups(channels)
+                .with_padding(PaddingConfig2d::Same)
+                .with_bias(false)
+                .init::<AB>(&device);
+            assert!(is_depthwise(&conv));
+            let x = Tensor::<AB, 4>::random([3, channels, size, size], Distribution::Normal(0.0, 1.0), &device)
+                .require_grad();
+            let ours = depthwise_conv2d(&conv, x.clone());
+            let theirs = conv.forward(x.clone());
+            assert_eq!(ours.dims(), theirs.dims());
+            let upstream = Tensor::<AB, 4>::random(ours.dims(), Distribution::Default, &device);
+            let g1 = (ours.clone() * upstream.clone()).sum().backward();
+            let g2 = (theirs.clone() * upstream).sum().backward();
+            let tol = Tolerance::<f32>::relative(1e-4).set_absolute(1e-5);
+            ours.inner().into_data().assert_approx_eq::<f32>(&theirs.clone().inner().into_data(), tol);
+            x.grad(&g1).unwrap().into_data().assert_approx_eq::<f32>(&x.grad(&g2).unwrap().into_data(), tol);
+            conv.weight
+                .grad(&g1)
+                .unwrap()
+                .into_data()
+                .assert_approx_eq::<f32>(&conv.weight.grad(&g2).unwrap().into_data(), tol);
+            // The composed backward (what other backends inherit) agrees too.
+            let [cx, cw] = depthwise_conv2d_backward_composed::<TB>(
+                x.clone().inner().into_primitive().tensor(),
+                conv.weight.val().inner().into_primitive().tensor(),
+                Tensor::<TB, 4>::ones(theirs.dims(), &device).into_primitive().tensor(),
+                [stride, stride],
+                {
+                    let (t, b) = same_padding(size, kernel, stride);
+                    [t, b, t, b]
+                },
+            );
+            let g3 = conv.forward(x.clone()).sum().backward();
+            float::<TB, 4>(cx).into_data().assert_approx_eq::<f32>(&x.grad(&g3).unwrap().into_data(), tol);
+            float::<TB, 4>(cw)
+                .into_data()
+                .assert_approx_eq::<f32>(&conv.weight.grad(&g3).unwrap().into_data(), tol);
+        }
+    }
+
+}
