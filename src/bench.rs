@@ -372,6 +372,10 @@ pub struct BenchArgs {
     /// Seed of the weights and inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Instead of the step benchmark, time each module's forward and backward (trunk frozen and trainable
+    /// parts, SARL's parts, IST head, losses, optimizer) and print one table per configuration.
+    #[arg(long, conflicts_with = "check")]
+    pub profile: bool,
 }
 
 impl BenchArgs {
@@ -447,6 +451,20 @@ pub fn run_bench(args: &BenchArgs, backend: BackendName) -> Result<()> {
     let specs = args.specs()?;
     if args.check {
         return run_checks(args, backend, &specs);
+    }
+    if args.profile {
+        for spec in &specs {
+            let report = run_on(backend, crate::profile::ProfileJob { spec })?
+                .with_context(|| format!("profile `{}` on {backend}", spec.name))?;
+            println!("{}", report.markdown());
+            if let Some(path) = &args.markdown {
+                append_line(path, &report.markdown())?;
+            }
+            if let Some(path) = &args.json {
+                append_line(path, &serde_json::to_string(&report)?)?;
+            }
+        }
+        return Ok(());
     }
     println!("{}", BenchResult::markdown_header());
     for spec in &specs {
@@ -1002,7 +1020,7 @@ pub fn build_model<B: Backend>(
     config.init::<B>(wv, adj, device)
 }
 
-fn adam<B: AutodiffBackend>(config: &TrainConfig) -> impl Optimizer<Hst<B>, B> {
+pub(crate) fn adam<B: AutodiffBackend>(config: &TrainConfig) -> impl Optimizer<Hst<B>, B> {
     let opt = &config.optimizer;
     AdamConfig::new()
         .with_beta_1(opt.beta1)
@@ -1012,7 +1030,7 @@ fn adam<B: AutodiffBackend>(config: &TrainConfig) -> impl Optimizer<Hst<B>, B> {
         .init::<B, Hst<B>>()
 }
 
-fn sync<B: Backend>(device: &B::Device) -> Result<()> {
+pub(crate) fn sync<B: Backend>(device: &B::Device) -> Result<()> {
     B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e}"))
 }
 

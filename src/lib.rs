@@ -17,6 +17,7 @@
 pub mod backend;
 pub mod bench;
 pub mod jobs;
+pub mod profile;
 pub mod progress;
 
 pub use hst_backbone as backbone;

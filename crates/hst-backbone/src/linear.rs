@@ -17,7 +17,10 @@ use burn::tensor::module::linear;
 /// # Shapes
 /// - input: `[..., in]`
 /// - output: `[..., out]`
-pub fn linear_rows<B: Backend, const D: usize>(layer: &Linear<B>, input: Tensor<B, D>) -> Tensor<B, D> {
+pub fn linear_rows<B: Backend, const D: usize>(
+    layer: &Linear<B>,
+    input: Tensor<B, D>,
+) -> Tensor<B, D> {
     linear_rows_with(
         input,
         layer.weight.val(),
@@ -71,17 +74,19 @@ mod tests {
             .assert_approx_eq::<f32>(&theirs.clone().into_data(), Tolerance::default());
         let g1 = (ours * w.clone()).sum().backward();
         let g2 = (theirs * w).sum().backward();
-        for (a, b) in [
-            (x.grad(&g1).unwrap(), x.grad(&g2).unwrap()),
-        ] {
-            a.into_data().assert_approx_eq::<f32>(&b.into_data(), Tolerance::default());
+        for (a, b) in [(x.grad(&g1).unwrap(), x.grad(&g2).unwrap())] {
+            a.into_data()
+                .assert_approx_eq::<f32>(&b.into_data(), Tolerance::default());
         }
         layer
             .weight
             .grad(&g1)
             .unwrap()
             .into_data()
-            .assert_approx_eq::<f32>(&layer.weight.grad(&g2).unwrap().into_data(), Tolerance::default());
+            .assert_approx_eq::<f32>(
+                &layer.weight.grad(&g2).unwrap().into_data(),
+                Tolerance::default(),
+            );
         layer
             .bias
             .as_ref()

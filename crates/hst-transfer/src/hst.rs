@@ -1,7 +1,7 @@
 //! The composed HST model (trunk → SARL, IST head, thresholds) and its training objective.
 
-use burn::prelude::*;
 use burn::module::AutodiffModule;
+use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use hst_backbone::sarl::{Sarl, SarlConfig};
 use hst_backbone::trunk::{Trunk, TrunkConfig};

@@ -21,9 +21,9 @@ mod flex;
 
 use std::any::Any;
 
-use burn::prelude::*;
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
+use burn::prelude::*;
 use burn::tensor::ops::{ConvOptions, FloatTensor, PadMode, PaddedConvOptions};
 use burn::tensor::{TensorMetadata, TensorPrimitive};
 
@@ -55,8 +55,12 @@ pub trait FusedKernels: Backend {
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 3] {
-        let (image, word, weight) =
-            tanh_bilinear_score_backward_composed::<Self>(float(image), float(word), float(weight), float(grad));
+        let (image, word, weight) = tanh_bilinear_score_backward_composed::<Self>(
+            float(image),
+            float(word),
+            float(weight),
+            float(grad),
+        );
         [
             image.into_primitive().tensor(),
             word.into_primitive().tensor(),
@@ -146,8 +150,12 @@ pub fn tanh_bilinear_score_backward_composed<B: Backend>(
     let g = grad.reshape([rows, classes, 1]); // [rows, classes, 1]
     let grad_weight = (t.clone() * g.clone()).sum_dim(1).sum_dim(0).reshape([dim]);
     let s = (t.square().neg() + 1.0) * g * weight.reshape([1, 1, dim]); // [rows, classes, dim]
-    let grad_image = (s.clone() * word.unsqueeze_dim::<3>(0)).sum_dim(1).reshape([rows, dim]);
-    let grad_word = (s * image.unsqueeze_dim::<3>(1)).sum_dim(0).reshape([classes, dim]);
+    let grad_image = (s.clone() * word.unsqueeze_dim::<3>(0))
+        .sum_dim(1)
+        .reshape([rows, dim]);
+    let grad_word = (s * image.unsqueeze_dim::<3>(1))
+        .sum_dim(0)
+        .reshape([classes, dim]);
     (grad_image, grad_word, grad_weight)
 }
 
@@ -166,7 +174,8 @@ pub fn depthwise_conv2d_composed<B: Backend>(
 ) -> Tensor<B, 4> {
     let channels = x.dims()[1];
     let [top, bottom, left, right] = padding;
-    let options = PaddedConvOptions::asymmetric(stride, [top, left], [bottom, right], [1, 1], channels);
+    let options =
+        PaddedConvOptions::asymmetric(stride, [top, left], [bottom, right], [1, 1], channels);
     burn::tensor::module::conv2d(x, weight, None, options)
 }
 
@@ -186,7 +195,12 @@ pub fn depthwise_conv2d_backward_composed<B: Backend>(
         .into_primitive()
         .tensor();
     let options = ConvOptions::new(stride, [0, 0], [1, 1], channels);
-    let grad_x = B::conv2d_x_backward(padded.clone(), weight.clone(), grad.clone(), options.clone());
+    let grad_x = B::conv2d_x_backward(
+        padded.clone(),
+        weight.clone(),
+        grad.clone(),
+        options.clone(),
+    );
     let grad_w = B::conv2d_weight_backward(padded, weight, grad, options);
     let grad_x = float::<B, 4>(grad_x).slice([0..batch, 0..channels, top..top + h, left..left + w]);
     [grad_x.into_primitive().tensor(), grad_w]
@@ -227,7 +241,10 @@ pub fn depthwise_conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor
     if !is_depthwise(conv) {
         return conv.forward(x);
     }
-    let inputs = [x.into_primitive().tensor(), conv.weight.val().into_primitive().tensor()];
+    let inputs = [
+        x.into_primitive().tensor(),
+        conv.weight.val().into_primitive().tensor(),
+    ];
     #[cfg(feature = "flex")]
     let inputs = match flex::depthwise_conv2d::<B>(inputs, conv.stride, padding) {
         Ok(out) => return float(out),
@@ -235,6 +252,41 @@ pub fn depthwise_conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor
     };
     let [x, weight] = inputs;
     depthwise_conv2d_composed(float(x), float(weight), conv.stride, padding)
+}
+
+/// Whether `conv` is a pointwise convolution [`pointwise_conv2d`] runs as a matmul: 1×1 kernel, stride 1,
+/// no padding, dilation 1, one group.
+pub fn is_pointwise<B: Backend>(conv: &Conv2d<B>) -> bool {
+    conv.kernel_size == [1, 1]
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+        && matches!(
+            conv.padding,
+            PaddingConfig2d::Valid | PaddingConfig2d::Same | PaddingConfig2d::Explicit(0, 0, 0, 0)
+        )
+}
+
+/// `conv.forward(x)` for a pointwise convolution ([`is_pointwise`]) as one batched matmul on views:
+/// `weight [1, out, in] × x [batch, in, h·w]`. No im2col and no layout change forward, and its backward is
+/// two matmuls (burn's convolution backward goes through a transposed convolution and transposed copies);
+/// every other convolution runs `conv.forward`.
+///
+/// # Shapes
+/// - `x`: `[batch, in, h, w]`
+/// - output: `[batch, out, h, w]`
+pub fn pointwise_conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    if !is_pointwise(conv) {
+        return conv.forward(x);
+    }
+    let [batch, channels_in, h, w] = x.dims();
+    let [channels_out, _, _, _] = conv.weight.dims();
+    let weight = conv.weight.val().reshape([1, channels_out, channels_in]); // [1, out, in]
+    let mut out = weight.matmul(x.reshape([batch, channels_in, h * w])); // [batch, out, h * w]
+    if let Some(bias) = &conv.bias {
+        out = out + bias.val().reshape([1, channels_out, 1]);
+    }
+    out.reshape([batch, channels_out, h, w])
 }
 
 /// Move `value` into type `T` when it already is a `T` (a type-checked, copy-free identity cast).
@@ -318,16 +370,19 @@ mod tests {
     fn fused_matches_burn_forward_and_gradients() {
         let device = Default::default();
         for (rows, classes, dim) in [(98usize, 20usize, 64usize), (13, 3, 37)] {
-            let image = Tensor::<AB, 2>::random([rows, dim], Distribution::Normal(0.0, 1.5), &device)
+            let image =
+                Tensor::<AB, 2>::random([rows, dim], Distribution::Normal(0.0, 1.5), &device)
+                    .require_grad();
+            let word =
+                Tensor::<AB, 2>::random([classes, dim], Distribution::Normal(0.0, 1.0), &device)
+                    .require_grad();
+            let weight = Tensor::<AB, 1>::random([dim], Distribution::Normal(0.0, 1.0), &device)
                 .require_grad();
-            let word = Tensor::<AB, 2>::random([classes, dim], Distribution::Normal(0.0, 1.0), &device)
-                .require_grad();
-            let weight =
-                Tensor::<AB, 1>::random([dim], Distribution::Normal(0.0, 1.0), &device).require_grad();
             let upstream = Tensor::<AB, 2>::random([rows, classes], Distribution::Default, &device);
             let run = |f: &dyn Fn(Tensor<AB, 2>, Tensor<AB, 2>, Tensor<AB, 1>) -> Tensor<AB, 2>| {
                 let out = f(image.clone(), word.clone(), weight.clone());
-                let loss = (burn::tensor::activation::softmax(out.clone(), 1) * upstream.clone()).sum();
+                let loss =
+                    (burn::tensor::activation::softmax(out.clone(), 1) * upstream.clone()).sum();
                 let grads = loss.backward();
                 (
                     out.inner(),
@@ -339,10 +394,22 @@ mod tests {
             let fused = run(&|i, w, v| tanh_bilinear_score(i, w, v));
             let composed = run(&|i, w, v| tanh_bilinear_score_composed(i, w, v));
             let tol = Tolerance::<f32>::relative(1e-4).set_absolute(1e-5);
-            fused.0.into_data().assert_approx_eq::<f32>(&composed.0.into_data(), tol);
-            fused.1.into_data().assert_approx_eq::<f32>(&composed.1.into_data(), tol);
-            fused.2.into_data().assert_approx_eq::<f32>(&composed.2.into_data(), tol);
-            fused.3.into_data().assert_approx_eq::<f32>(&composed.3.into_data(), tol);
+            fused
+                .0
+                .into_data()
+                .assert_approx_eq::<f32>(&composed.0.into_data(), tol);
+            fused
+                .1
+                .into_data()
+                .assert_approx_eq::<f32>(&composed.1.into_data(), tol);
+            fused
+                .2
+                .into_data()
+                .assert_approx_eq::<f32>(&composed.2.into_data(), tol);
+            fused
+                .3
+                .into_data()
+                .assert_approx_eq::<f32>(&composed.3.into_data(), tol);
         }
     }
 
@@ -368,9 +435,12 @@ mod tests {
             upstream.inner(),
         );
         let tol = Tolerance::<f32>::relative(1e-4).set_absolute(1e-5);
-        gi.into_data().assert_approx_eq::<f32>(&image.grad(&grads).unwrap().into_data(), tol);
-        gw.into_data().assert_approx_eq::<f32>(&word.grad(&grads).unwrap().into_data(), tol);
-        gv.into_data().assert_approx_eq::<f32>(&weight.grad(&grads).unwrap().into_data(), tol);
+        gi.into_data()
+            .assert_approx_eq::<f32>(&image.grad(&grads).unwrap().into_data(), tol);
+        gw.into_data()
+            .assert_approx_eq::<f32>(&word.grad(&grads).unwrap().into_data(), tol);
+        gv.into_data()
+            .assert_approx_eq::<f32>(&weight.grad(&grads).unwrap().into_data(), tol);
     }
 
     /// The fused depthwise convolution (forward, ∂x, ∂weight) against Burn's `Conv2d` with TF "same"
@@ -388,8 +458,12 @@ mod tests {
                 .with_bias(false)
                 .init::<AB>(&device);
             assert!(is_depthwise(&conv));
-            let x = Tensor::<AB, 4>::random([3, channels, size, size], Distribution::Normal(0.0, 1.0), &device)
-                .require_grad();
+            let x = Tensor::<AB, 4>::random(
+                [3, channels, size, size],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            )
+            .require_grad();
             let ours = depthwise_conv2d(&conv, x.clone());
             let theirs = conv.forward(x.clone());
             assert_eq!(ours.dims(), theirs.dims());
@@ -397,8 +471,13 @@ mod tests {
             let g1 = (ours.clone() * upstream.clone()).sum().backward();
             let g2 = (theirs.clone() * upstream).sum().backward();
             let tol = Tolerance::<f32>::relative(1e-4).set_absolute(1e-5);
-            ours.inner().into_data().assert_approx_eq::<f32>(&theirs.clone().inner().into_data(), tol);
-            x.grad(&g1).unwrap().into_data().assert_approx_eq::<f32>(&x.grad(&g2).unwrap().into_data(), tol);
+            ours.inner()
+                .into_data()
+                .assert_approx_eq::<f32>(&theirs.clone().inner().into_data(), tol);
+            x.grad(&g1)
+                .unwrap()
+                .into_data()
+                .assert_approx_eq::<f32>(&x.grad(&g2).unwrap().into_data(), tol);
             conv.weight
                 .grad(&g1)
                 .unwrap()
@@ -408,7 +487,9 @@ mod tests {
             let [cx, cw] = depthwise_conv2d_backward_composed::<TB>(
                 x.clone().inner().into_primitive().tensor(),
                 conv.weight.val().inner().into_primitive().tensor(),
-                Tensor::<TB, 4>::ones(theirs.dims(), &device).into_primitive().tensor(),
+                Tensor::<TB, 4>::ones(theirs.dims(), &device)
+                    .into_primitive()
+                    .tensor(),
                 [stride, stride],
                 {
                     let (t, b) = same_padding(size, kernel, stride);
@@ -416,11 +497,57 @@ mod tests {
                 },
             );
             let g3 = conv.forward(x.clone()).sum().backward();
-            float::<TB, 4>(cx).into_data().assert_approx_eq::<f32>(&x.grad(&g3).unwrap().into_data(), tol);
+            float::<TB, 4>(cx)
+                .into_data()
+                .assert_approx_eq::<f32>(&x.grad(&g3).unwrap().into_data(), tol);
             float::<TB, 4>(cw)
                 .into_data()
                 .assert_approx_eq::<f32>(&conv.weight.grad(&g3).unwrap().into_data(), tol);
         }
     }
 
+    /// The matmul form of a pointwise convolution against Burn's `Conv2d` (forward, ∂x, ∂weight, ∂bias).
+    #[test]
+    fn pointwise_matches_burn_conv2d_forward_and_gradients() {
+        use burn::nn::conv::Conv2dConfig;
+        let device = Default::default();
+        for bias in [false, true] {
+            let conv = Conv2dConfig::new([5, 7], [1, 1])
+                .with_padding(PaddingConfig2d::Same)
+                .with_bias(bias)
+                .init::<AB>(&device);
+            assert!(is_pointwise(&conv));
+            let x = Tensor::<AB, 4>::random([3, 5, 4, 6], Distribution::Normal(0.0, 1.0), &device)
+                .require_grad();
+            let ours = pointwise_conv2d(&conv, x.clone());
+            let theirs = conv.forward(x.clone());
+            let upstream = Tensor::<AB, 4>::random(ours.dims(), Distribution::Default, &device);
+            let tol = Tolerance::<f32>::relative(1e-4).set_absolute(1e-5);
+            ours.clone()
+                .inner()
+                .into_data()
+                .assert_approx_eq::<f32>(&theirs.clone().inner().into_data(), tol);
+            let g1 = (ours * upstream.clone()).sum().backward();
+            let g2 = (theirs * upstream).sum().backward();
+            x.grad(&g1)
+                .unwrap()
+                .into_data()
+                .assert_approx_eq::<f32>(&x.grad(&g2).unwrap().into_data(), tol);
+            conv.weight
+                .grad(&g1)
+                .unwrap()
+                .into_data()
+                .assert_approx_eq::<f32>(&conv.weight.grad(&g2).unwrap().into_data(), tol);
+            if let Some(b) = &conv.bias {
+                b.grad(&g1)
+                    .unwrap()
+                    .into_data()
+                    .assert_approx_eq::<f32>(&b.grad(&g2).unwrap().into_data(), tol);
+            }
+        }
+        let strided = Conv2dConfig::new([5, 7], [1, 1])
+            .with_stride([2, 2])
+            .init::<AB>(&device);
+        assert!(!is_pointwise(&strided));
+    }
 }

@@ -87,8 +87,7 @@ impl<B: Backend> Ggnn<B> {
             &self.reset_message,
             &self.candidate_message,
         ]); // [2 * dim, 3 * dim], [3 * dim]
-        let (state_weight, state_bias) =
-            concat_linears(&[&self.update_state, &self.reset_state]); // [dim, 2 * dim], [2 * dim]
+        let (state_weight, state_bias) = concat_linears(&[&self.update_state, &self.reset_state]); // [dim, 2 * dim], [2 * dim]
 
         let mut h = nodes;
         for _ in 0..self.time_steps {
@@ -99,8 +98,7 @@ impl<B: Backend> Ggnn<B> {
                 ],
                 2,
             ); // [batch, classes, 2 * dim]
-            let messages =
-                linear_rows_with(a, message_weight.clone(), message_bias.clone()); // [batch, classes, 3 * dim]
+            let messages = linear_rows_with(a, message_weight.clone(), message_bias.clone()); // [batch, classes, 3 * dim]
             let states = linear_rows_with(h.clone(), state_weight.clone(), state_bias.clone()); // [batch, classes, 2 * dim]
             let mut messages = messages.chunk(3, 2).into_iter();
             let mut states = states.chunk(2, 2).into_iter();

@@ -177,10 +177,12 @@ impl<B: Backend> Sarl<B> {
             x = pool.forward(x); // [batch, in_channels, h/2, w/2]
         }
         if let Some(conv) = &self.reduce_conv {
-            x = conv.forward(x); // [batch, dim, h', w']
+            x = crate::kernels::pointwise_conv2d(conv, x); // [batch, dim, h', w']
         }
         if let Some(bn) = &self.reduce_bn {
-            x = bn.forward(x); // [batch, dim, h', w']
+            // burn's `BatchNorm::forward` arithmetic on contiguous rows (`crate::trunk::batch_norm_train`,
+            // tested against it): batch statistics with autodiff, running statistics without.
+            x = crate::trunk::norm_batch_or_running(bn, x); // [batch, dim, h', w']
         }
         x
     }

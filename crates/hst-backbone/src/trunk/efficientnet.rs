@@ -10,8 +10,8 @@
 //! Departures from the reference: drop-connect (stochastic depth, rate 0.2 in the reference's
 //! training) and the head dropout are not implemented; both are identities in eval mode.
 
+use crate::kernels::{depthwise_conv2d, pointwise_conv2d};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use crate::kernels::depthwise_conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
@@ -243,7 +243,11 @@ impl<B: Backend> MbConvBlock<B> {
     /// - output: `[batch, out, ceil(height / stride), ceil(width / stride)]`
     pub fn forward(&self, input: Tensor<B, 4>, frozen: bool) -> Tensor<B, 4> {
         let x = match (&self.expand_conv, &self.bn0) {
-            (Some(conv), Some(bn)) => relu6(batch_norm(bn, conv.forward(input.clone()), frozen)), // [batch, hidden, h, w]
+            (Some(conv), Some(bn)) => relu6(batch_norm(
+                bn,
+                pointwise_conv2d(conv, input.clone()),
+                frozen,
+            )), // [batch, hidden, h, w]
             _ => input.clone(),
         };
         let x = relu6(batch_norm(
@@ -251,7 +255,7 @@ impl<B: Backend> MbConvBlock<B> {
             depthwise_conv2d(&self.depthwise_conv, x),
             frozen,
         )); // [batch, hidden, h/s, w/s]
-        let x = batch_norm(&self.bn2, self.project_conv.forward(x), frozen); // [batch, out, h/s, w/s]
+        let x = batch_norm(&self.bn2, pointwise_conv2d(&self.project_conv, x), frozen); // [batch, out, h/s, w/s]
         if self.skip {
             x + input
         } else {
@@ -335,7 +339,11 @@ impl<B: Backend> EfficientNetLite<B> {
     /// # Shapes
     /// - `x`: the input of the first stage (`[batch, 3, h, w]` for stage 1)
     /// - output: the output of the last stage
-    pub fn forward_stages(&self, x: Tensor<B, 4>, stages: std::ops::RangeInclusive<usize>) -> Tensor<B, 4> {
+    pub fn forward_stages(
+        &self,
+        x: Tensor<B, 4>,
+        stages: std::ops::RangeInclusive<usize>,
+    ) -> Tensor<B, 4> {
         let frozen = |level: usize| self.frozen_stages >= level;
         let mut x = x;
         if stages.contains(&1) {
@@ -346,7 +354,7 @@ impl<B: Backend> EfficientNetLite<B> {
             x = block.forward(x, frozen(block.level));
         }
         if stages.contains(&4) {
-            x = self.conv_head.forward(x); // [batch, 1280, h/32, w/32]
+            x = pointwise_conv2d(&self.conv_head, x); // [batch, 1280, h/32, w/32]
             x = relu6(batch_norm(&self.bn1, x, frozen(4)));
         }
         x

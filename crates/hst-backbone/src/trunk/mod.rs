@@ -35,6 +35,19 @@ pub use efficientnet::{
     B0_STAGES, LITE_HEAD_CHANNELS, LITE_SCALING, LITE_STEM_CHANNELS,
 };
 pub use norm::{batch_norm_eval, batch_norm_train};
+
+/// burn's [`BatchNorm::forward`](burn::nn::BatchNorm::forward) semantics (batch statistics on an autodiff
+/// backend, running statistics otherwise) through the row transforms of [`batch_norm_train`] /
+/// [`batch_norm_eval`].
+///
+/// # Shapes
+/// - `input`, output: `[batch, channels, height, width]`
+pub(crate) fn norm_batch_or_running<B: Backend>(
+    bn: &burn::nn::BatchNorm<B>,
+    input: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    norm::batch_norm(bn, input, false)
+}
 pub use resnet::{BlockKind, ResNet, ResNetConfig, ResNetLayout};
 
 use crate::error::BackboneError;
@@ -172,7 +185,11 @@ impl<B: Backend> Trunk<B> {
     /// # Shapes
     /// - `x`: the input of the first stage (`[batch, 3, height, width]` for stage 1)
     /// - output: the output of the last stage
-    pub fn forward_stages(&self, x: Tensor<B, 4>, stages: std::ops::RangeInclusive<usize>) -> Tensor<B, 4> {
+    pub fn forward_stages(
+        &self,
+        x: Tensor<B, 4>,
+        stages: std::ops::RangeInclusive<usize>,
+    ) -> Tensor<B, 4> {
         match self {
             Self::ResNet(model) => model.forward_stages(x, stages),
             Self::EfficientNetLite(model) => model.forward_stages(x, stages),

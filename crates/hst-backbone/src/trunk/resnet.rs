@@ -219,7 +219,11 @@ impl<B: Backend> ResNet<B> {
     /// # Shapes
     /// - `x`: the input of the first stage (`[batch, 3, h, w]` for stage 1)
     /// - output: the output of the last stage
-    pub fn forward_stages(&self, x: Tensor<B, 4>, stages: std::ops::RangeInclusive<usize>) -> Tensor<B, 4> {
+    pub fn forward_stages(
+        &self,
+        x: Tensor<B, 4>,
+        stages: std::ops::RangeInclusive<usize>,
+    ) -> Tensor<B, 4> {
         let frozen = |stage: usize| self.frozen_stages >= stage;
         let mut x = x;
         if stages.contains(&1) {
@@ -227,9 +231,14 @@ impl<B: Backend> ResNet<B> {
             x = relu(batch_norm(&self.bn1, x, frozen(1)));
             x = self.maxpool.forward(x); // [batch, base, h/4, w/4]
         }
-        for (stage, blocks) in [&self.layer1, &self.layer2, &self.layer3, &self.layer4].into_iter().enumerate() {
+        for (stage, blocks) in [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
+            .into_iter()
+            .enumerate()
+        {
             if stages.contains(&(stage + 1)) {
-                x = blocks.iter().fold(x, |x, block| block.forward(x, frozen(stage + 1)));
+                x = blocks
+                    .iter()
+                    .fold(x, |x, block| block.forward(x, frozen(stage + 1)));
             }
         }
         x
