@@ -232,25 +232,114 @@ impl DepthwiseGeometry {
         ]
     }
 
-    /// For filter column `j`: the output columns whose input column `ow·s + j − left` lies inside the input.
-    fn columns(&self, j: usize) -> std::ops::Range<usize> {
-        let (s, left, w) = (self.stride[1], self.padding[2], self.input[1]);
-        let ow = self.output()[1];
-        let lo = left.saturating_sub(j).div_ceil(s);
-        // Last valid: ow·s + j − left ≤ w − 1.
-        let hi = if w + left < j + 1 {
-            0
-        } else {
-            ((w - 1 + left - j) / s + 1).min(ow)
-        };
-        lo..hi.max(lo)
+    /// `[rows, columns]` of the zero-padded input plane that the filter windows read.
+    fn padded(&self) -> [usize; 2] {
+        let [oh, ow] = self.output();
+        [
+            (oh - 1) * self.stride[0] + self.kernel[0],
+            (ow - 1) * self.stride[1] + self.kernel[1],
+        ]
+    }
+}
+
+/// Index tables of one depthwise call, computed once, so the loops have no division and no bounds logic.
+///
+/// The zero-padded input plane `xp` `[hp, wp]` is stored as `stride[0] · stride[1]` phase blocks,
+/// `block[(pr, pc)][qr][qc] = xp[s0·qr + pr][s1·qc + pc]`, each `[qh, qw]`. A filter tap `(i, j)` then reads
+/// one contiguous run of `oh · qw` values of one block for the whole output plane (output rows padded to
+/// `qw` columns; the extra columns are computed and dropped), so each tap is a single long multiply-add
+/// whatever the plane size or stride.
+struct Plan {
+    g: DepthwiseGeometry,
+    /// Output `[rows, columns]`.
+    out: [usize; 2],
+    /// Columns of a phase block (= padded output row length).
+    qw: usize,
+    /// Length of the padded-output run of one tap: `out rows · qw`.
+    run: usize,
+    /// Length of a phase buffer (blocks plus slack for the last tap's overrun).
+    phase_len: usize,
+    /// Per tap `i · kw + j`: where its run starts in the phase buffer.
+    tap: Vec<usize>,
+    /// Per input row: its offset in the phase buffer (`None`: never read).
+    row: Vec<Option<usize>>,
+    /// Per input column: its offset within a row (`None`: never read).
+    column: Vec<Option<usize>>,
+}
+
+impl Plan {
+    fn new(g: &DepthwiseGeometry) -> Self {
+        let [hp, wp] = g.padded();
+        let [s0, s1] = g.stride;
+        let (qh, qw) = (hp.div_ceil(s0), wp.div_ceil(s1));
+        let block = qh * qw;
+        let (top, left) = (g.padding[0], g.padding[2]);
+        let out = g.output();
+        let [kh, kw] = g.kernel;
+        Plan {
+            g: *g,
+            out,
+            qw,
+            run: out[0] * qw,
+            phase_len: s0 * s1 * block + qw + kw,
+            tap: (0..kh * kw)
+                .map(|t| {
+                    let (i, j) = (t / kw, t % kw);
+                    ((i % s0) * s1 + j % s1) * block + (i / s0) * qw + j / s1
+                })
+                .collect(),
+            row: (0..g.input[0])
+                .map(|ih| {
+                    let r = ih + top;
+                    (r < hp).then(|| (r % s0) * s1 * block + (r / s0) * qw)
+                })
+                .collect(),
+            column: (0..g.input[1])
+                .map(|iw| {
+                    let c = iw + left;
+                    (c < wp).then(|| (c % s1) * block + c / s1)
+                })
+                .collect(),
+        }
     }
 
-    /// For output row `oh` and filter row `i`: the input row, if inside the input.
-    fn row(&self, oh: usize, i: usize) -> Option<usize> {
-        (oh * self.stride[0] + i)
-            .checked_sub(self.padding[0])
-            .filter(|&ih| ih < self.input[0])
+    /// Fill `phases` from one input plane.
+    #[inline(always)]
+    fn fill(&self, x_plane: &[f32], phases: &mut [f32]) {
+        phases.fill(0.0);
+        let w = self.g.input[1];
+        for (x_row, row) in x_plane.chunks_exact(w).zip(&self.row) {
+            let Some(row) = row else { continue };
+            for (&v, col) in x_row.iter().zip(&self.column) {
+                if let Some(col) = col {
+                    phases[row + col] = v;
+                }
+            }
+        }
+    }
+
+    /// The input-plane gradient from a phase buffer of padded-plane gradients.
+    #[inline(always)]
+    fn read(&self, phases: &[f32], gx_plane: &mut [f32]) {
+        let w = self.g.input[1];
+        for (gx_row, row) in gx_plane.chunks_exact_mut(w).zip(&self.row) {
+            for (v, col) in gx_row.iter_mut().zip(&self.column) {
+                *v = match (row, col) {
+                    (Some(row), Some(col)) => phases[row + col],
+                    _ => 0.0,
+                };
+            }
+        }
+    }
+
+    /// An output-shaped plane `[oh, ow]` as padded rows `[oh, qw]` (zeros in the extra columns).
+    #[inline(always)]
+    fn pad_rows(&self, plane: &[f32], padded: &mut [f32]) {
+        let ow = self.out[1];
+        padded.fill(0.0);
+        for (dst, src) in padded.chunks_exact_mut(self.qw).zip(plane.chunks_exact(ow)) {
+            dst[..ow].copy_from_slice(src);
+        }
     }
 }
 
@@ -259,32 +348,30 @@ fn depthwise_forward_planes_body(
     x: &[f32],
     weight: &[f32],
     out: &mut [f32],
-    g: &DepthwiseGeometry,
+    plan: &Plan,
     first_plane: usize,
 ) {
+    let g = &plan.g;
     let [h, w] = g.input;
-    let [kh, kw] = g.kernel;
-    let [oh_n, ow_n] = g.output();
-    let s = g.stride[1];
+    let taps = g.kernel[0] * g.kernel[1];
+    let [oh_n, ow_n] = plan.out;
+    let mut phases = vec![0.0f32; plan.phase_len];
+    let mut acc = vec![0.0f32; plan.run];
     for (p, out_plane) in out.chunks_exact_mut(oh_n * ow_n).enumerate() {
         let plane = first_plane + p;
         let c = plane % g.channels;
-        let x_plane = &x[plane * h * w..(plane + 1) * h * w];
-        let filter = &weight[c * kh * kw..(c + 1) * kh * kw];
-        for oh in 0..oh_n {
-            let out_row = &mut out_plane[oh * ow_n..(oh + 1) * ow_n];
-            for i in 0..kh {
-                let Some(ih) = g.row(oh, i) else { continue };
-                let x_row = &x_plane[ih * w..(ih + 1) * w];
-                for j in 0..kw {
-                    let cols = g.columns(j);
-                    let wv = filter[i * kw + j];
-                    let left = g.padding[2];
-                    for ow in cols {
-                        out_row[ow] += wv * x_row[ow * s + j - left];
-                    }
-                }
+        plan.fill(&x[plane * h * w..(plane + 1) * h * w], &mut phases);
+        acc.fill(0.0);
+        for (&wv, &start) in weight[c * taps..(c + 1) * taps].iter().zip(&plan.tap) {
+            for (o, &v) in acc.iter_mut().zip(&phases[start..start + plan.run]) {
+                *o += wv * v;
             }
+        }
+        for (dst, src) in out_plane
+            .chunks_exact_mut(ow_n)
+            .zip(acc.chunks_exact(plan.qw))
+        {
+            dst.copy_from_slice(&src[..ow_n]);
         }
     }
 }
@@ -294,31 +381,29 @@ fn depthwise_input_grad_planes_body(
     grad: &[f32],
     weight: &[f32],
     grad_x: &mut [f32],
-    g: &DepthwiseGeometry,
+    plan: &Plan,
     first_plane: usize,
 ) {
+    let g = &plan.g;
     let [h, w] = g.input;
-    let [kh, kw] = g.kernel;
-    let [oh_n, ow_n] = g.output();
-    let (s, left) = (g.stride[1], g.padding[2]);
+    let taps = g.kernel[0] * g.kernel[1];
+    let [oh_n, ow_n] = plan.out;
+    let mut phases = vec![0.0f32; plan.phase_len];
+    let mut g_rows = vec![0.0f32; plan.run];
     for (p, gx_plane) in grad_x.chunks_exact_mut(h * w).enumerate() {
         let plane = first_plane + p;
         let c = plane % g.channels;
-        let g_plane = &grad[plane * oh_n * ow_n..(plane + 1) * oh_n * ow_n];
-        let filter = &weight[c * kh * kw..(c + 1) * kh * kw];
-        for oh in 0..oh_n {
-            let g_row = &g_plane[oh * ow_n..(oh + 1) * ow_n];
-            for i in 0..kh {
-                let Some(ih) = g.row(oh, i) else { continue };
-                let gx_row = &mut gx_plane[ih * w..(ih + 1) * w];
-                for j in 0..kw {
-                    let wv = filter[i * kw + j];
-                    for ow in g.columns(j) {
-                        gx_row[ow * s + j - left] += wv * g_row[ow];
-                    }
-                }
+        plan.pad_rows(
+            &grad[plane * oh_n * ow_n..(plane + 1) * oh_n * ow_n],
+            &mut g_rows,
+        );
+        phases.fill(0.0);
+        for (&wv, &start) in weight[c * taps..(c + 1) * taps].iter().zip(&plan.tap) {
+            for (d, &v) in phases[start..start + plan.run].iter_mut().zip(&g_rows) {
+                *d += wv * v;
             }
         }
+        plan.read(&phases, gx_plane);
     }
 }
 
@@ -328,42 +413,50 @@ fn depthwise_weight_grad_channels_body(
     x: &[f32],
     grad: &[f32],
     grad_w: &mut [f32],
-    g: &DepthwiseGeometry,
+    plan: &Plan,
     first_channel: usize,
 ) {
+    let g = &plan.g;
     let [h, w] = g.input;
-    let [kh, kw] = g.kernel;
-    let [oh_n, ow_n] = g.output();
-    let (s, left) = (g.stride[1], g.padding[2]);
-    for (k, gw) in grad_w.chunks_exact_mut(kh * kw).enumerate() {
+    let taps = g.kernel[0] * g.kernel[1];
+    let [oh_n, ow_n] = plan.out;
+    let mut phases = vec![0.0f32; plan.phase_len];
+    let mut g_rows = vec![0.0f32; plan.run];
+    for (k, gw) in grad_w.chunks_exact_mut(taps).enumerate() {
         let c = first_channel + k;
         for n in 0..g.batch {
             let plane = n * g.channels + c;
-            let x_plane = &x[plane * h * w..(plane + 1) * h * w];
-            let g_plane = &grad[plane * oh_n * ow_n..(plane + 1) * oh_n * ow_n];
-            for oh in 0..oh_n {
-                let g_row = &g_plane[oh * ow_n..(oh + 1) * ow_n];
-                for i in 0..kh {
-                    let Some(ih) = g.row(oh, i) else { continue };
-                    let x_row = &x_plane[ih * w..(ih + 1) * w];
-                    for j in 0..kw {
-                        let mut acc = 0.0f32;
-                        for ow in g.columns(j) {
-                            acc += g_row[ow] * x_row[ow * s + j - left];
-                        }
-                        gw[i * kw + j] += acc;
+            plan.fill(&x[plane * h * w..(plane + 1) * h * w], &mut phases);
+            plan.pad_rows(
+                &grad[plane * oh_n * ow_n..(plane + 1) * oh_n * ow_n],
+                &mut g_rows,
+            );
+            for (gw, &start) in gw.iter_mut().zip(&plan.tap) {
+                let mut lanes = [0.0f32; 16];
+                let src = &phases[start..start + plan.run];
+                let (a_chunks, b_chunks) = (g_rows.chunks_exact(16), src.chunks_exact(16));
+                let tail: f32 = a_chunks
+                    .remainder()
+                    .iter()
+                    .zip(b_chunks.remainder())
+                    .map(|(a, b)| a * b)
+                    .sum();
+                for (a, b) in a_chunks.zip(b_chunks) {
+                    for l in 0..16 {
+                        lanes[l] += a[l] * b[l];
                     }
                 }
+                *gw += tail + lanes.iter().sum::<f32>();
             }
         }
     }
 }
 
-multiversion!(depthwise_forward_planes, depthwise_forward_planes_body, (x: &[f32], weight: &[f32], out: &mut [f32], g: &DepthwiseGeometry, first_plane: usize));
-multiversion!(depthwise_input_grad_planes, depthwise_input_grad_planes_body, (grad: &[f32], weight: &[f32], grad_x: &mut [f32], g: &DepthwiseGeometry, first_plane: usize));
-multiversion!(depthwise_weight_grad_channels, depthwise_weight_grad_channels_body, (x: &[f32], grad: &[f32], grad_w: &mut [f32], g: &DepthwiseGeometry, first_channel: usize));
+multiversion!(depthwise_forward_planes, depthwise_forward_planes_body, (x: &[f32], weight: &[f32], out: &mut [f32], plan: &Plan, first_plane: usize));
+multiversion!(depthwise_input_grad_planes, depthwise_input_grad_planes_body, (grad: &[f32], weight: &[f32], grad_x: &mut [f32], plan: &Plan, first_plane: usize));
+multiversion!(depthwise_weight_grad_channels, depthwise_weight_grad_channels_body, (x: &[f32], grad: &[f32], grad_w: &mut [f32], plan: &Plan, first_channel: usize));
 
-/// Planes (or channels) per parallel task for about `work` multiply-adds per task.
+/// Planes (or channels) per parallel task for about 32k multiply-adds per task.
 fn items_per_task(per_item: usize) -> usize {
     (32_768 / per_item.max(1)).max(1)
 }
@@ -375,12 +468,13 @@ fn items_per_task(per_item: usize) -> usize {
 /// - `x`: `[batch, channels, h, w]`, `weight`: `[channels, 1, kh, kw]` (row-major slices)
 /// - output: `[batch, channels, oh, ow]` ([`DepthwiseGeometry::output`])
 pub fn depthwise_forward(x: &[f32], weight: &[f32], g: &DepthwiseGeometry) -> Vec<f32> {
-    let [oh, ow] = g.output();
+    let plan = Plan::new(g);
+    let [oh, ow] = plan.out;
     let planes = items_per_task(oh * ow * g.kernel[0] * g.kernel[1]);
     let mut out = vec![0.0f32; g.batch * g.channels * oh * ow];
     out.par_chunks_mut(planes * oh * ow)
         .enumerate()
-        .for_each(|(t, out)| depthwise_forward_planes(x, weight, out, g, t * planes));
+        .for_each(|(t, out)| depthwise_forward_planes(x, weight, out, &plan, t * planes));
     out
 }
 
@@ -392,7 +486,8 @@ pub fn depthwise_backward(
     grad: &[f32],
     g: &DepthwiseGeometry,
 ) -> (Vec<f32>, Vec<f32>) {
-    let [oh, ow] = g.output();
+    let plan = Plan::new(g);
+    let [oh, ow] = plan.out;
     let [h, w] = g.input;
     let per_plane = oh * ow * g.kernel[0] * g.kernel[1];
     let planes = items_per_task(per_plane);
@@ -400,14 +495,14 @@ pub fn depthwise_backward(
     grad_x
         .par_chunks_mut(planes * h * w)
         .enumerate()
-        .for_each(|(t, gx)| depthwise_input_grad_planes(grad, weight, gx, g, t * planes));
+        .for_each(|(t, gx)| depthwise_input_grad_planes(grad, weight, gx, &plan, t * planes));
     let taps = g.kernel[0] * g.kernel[1];
     let channels = items_per_task(per_plane * g.batch);
     let mut grad_w = vec![0.0f32; g.channels * taps];
     grad_w
         .par_chunks_mut(channels * taps)
         .enumerate()
-        .for_each(|(t, gw)| depthwise_weight_grad_channels(x, grad, gw, g, t * channels));
+        .for_each(|(t, gw)| depthwise_weight_grad_channels(x, grad, gw, &plan, t * channels));
     (grad_x, grad_w)
 }
 

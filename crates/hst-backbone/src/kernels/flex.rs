@@ -69,16 +69,10 @@ impl FusedKernels for Flex {
         stride: [usize; 2],
         padding: [usize; 4],
     ) -> FloatTensor<Self> {
-        // burn-flex's own depthwise forward is the faster one (measured: `cpu::depthwise_forward` took 20%
-        // of a voc-small step against burn's few percent), so only the backward is replaced.
-        super::depthwise_conv2d_composed::<Self>(
-            super::float(x),
-            super::float(weight),
-            stride,
-            padding,
-        )
-        .into_primitive()
-        .tensor()
+        let g = geometry(&x, &weight, stride, padding);
+        let [oh, ow] = g.output();
+        let out = cpu::depthwise_forward(&values(x), &values(weight), &g);
+        tensor(out, [g.batch, g.channels, oh, ow])
     }
 
     fn depthwise_conv2d_backward(
