@@ -9,8 +9,11 @@
 //! of [`cpu`], and `Autodiff<Flex>`. The model code stays generic over `B: Backend` (no new trait bound on
 //! the crates' public types): it calls the free functions below ([`tanh_bilinear_score`]), which run the
 //! fused implementation when `B` is one of the implementing backends and the composed Burn operations
-//! (the same arithmetic, unfused) on every other backend — WGPU, CUDA and ndarray get exactly the code
+//! (the same arithmetic, unfused) on every other backend: WGPU, CUDA and ndarray run the Burn operations
 //! they ran before.
+//!
+//! [`pointwise_conv2d`] is not a kernel but a layout choice for every backend: a 1×1 convolution as one
+//! batched matmul on views.
 //!
 //! Each kernel is tested against the composed Burn version, forward and gradients, to 1e-4.
 
