@@ -323,16 +323,9 @@ impl<B: Backend> EfficientNetLite<B> {
     /// - `images`: `[batch, 3, height, width]`
     /// - output: `[batch, out_channels, ceil(height / 32), ceil(width / 32)]`
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.forward_features(images).layer4
+        self.forward_stages(images, 1..=4)
     }
 
-    /// The output at each stride: `layer1` (stride 4, end of level 1), `layer2` (8), `layer3`
-    /// (16), `layer4` (32, after the head).
-    ///
-    /// # Shapes
-    /// - `images`: `[batch, 3, height, width]`
-    /// - `layer1`: `[batch, 24, h/4, w/4]`, `layer2`: `[batch, 40, h/8, w/8]`,
-    ///   `layer3`: `[batch, 112, h/16, w/16]`, `layer4`: `[batch, 1280, h/32, w/32]` (Lite0)
     /// Run stages `stages` (1…4, see the [freezing docs](super)) on `x`: stage 1 includes the stem,
     /// stage 4 the head. `forward(images) == forward_stages(forward_stages(images, 1..=k), k+1..=4)`.
     ///
@@ -360,6 +353,13 @@ impl<B: Backend> EfficientNetLite<B> {
         x
     }
 
+    /// The output at each stride: `layer1` (stride 4, end of level 1), `layer2` (8), `layer3`
+    /// (16), `layer4` (32, after the head).
+    ///
+    /// # Shapes
+    /// - `images`: `[batch, 3, height, width]`
+    /// - `layer1`: `[batch, 24, h/4, w/4]`, `layer2`: `[batch, 40, h/8, w/8]`,
+    ///   `layer3`: `[batch, 112, h/16, w/16]`, `layer4`: `[batch, 1280, h/32, w/32]` (Lite0)
     pub fn forward_features(&self, images: Tensor<B, 4>) -> TrunkFeatures<B> {
         let frozen = |level: usize| self.frozen_stages >= level;
         let x = self.conv_stem.forward(images); // [batch, 32, h/2, w/2]
@@ -375,7 +375,7 @@ impl<B: Backend> EfficientNetLite<B> {
                 levels[block.level - 1] = Some(x.clone());
             }
         }
-        let x = self.conv_head.forward(x); // [batch, 1280, h/32, w/32]
+        let x = pointwise_conv2d(&self.conv_head, x); // [batch, 1280, h/32, w/32]
         let layer4 = relu6(batch_norm(&self.bn1, x, frozen(4)));
         let [layer1, layer2, layer3] =
             levels.map(|level| level.expect("every level 1..=3 has at least one block"));
