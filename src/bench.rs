@@ -1020,6 +1020,30 @@ pub fn build_model<B: Backend>(
     config.init::<B>(wv, adj, device)
 }
 
+/// The random inputs of a benchmark step: images `[batch, 3, size, size]` (N(0, 1)), partial labels
+/// `[batch, classes]` in {−1, 0, 1} (seeded host stream 3) and the fixed prototypes.
+pub(crate) fn bench_inputs<B: Backend>(
+    spec: &BenchSpec,
+    constants: &BenchConstants,
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 2>, Prototypes<B>) {
+    let shape = [spec.batch, 3, spec.image_size, spec.image_size];
+    let images = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), device);
+    let mut rng = HostRng::new(spec.seed, 3);
+    let partial = Tensor::<B, 2>::from_data(
+        TensorData::new(
+            rng.partial_labels(spec.batch, spec.classes),
+            [spec.batch, spec.classes],
+        ),
+        device,
+    );
+    (
+        images,
+        partial,
+        constants.prototypes::<B>(spec.classes, device),
+    )
+}
+
 pub(crate) fn adam<B: AutodiffBackend>(config: &TrainConfig) -> impl Optimizer<Hst<B>, B> {
     let opt = &config.optimizer;
     AdamConfig::new()
@@ -1189,17 +1213,7 @@ fn bench_model<B: AutodiffBackend>(
     let constants = BenchConstants::of(spec);
     let mut model = build_model::<B>(spec, &constants, device);
     let mut optim = adam::<B>(&spec.config);
-    let shape = [spec.batch, 3, spec.image_size, spec.image_size];
-    let images = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), device);
-    let mut rng = HostRng::new(spec.seed, 3);
-    let partial = Tensor::<B, 2>::from_data(
-        TensorData::new(
-            rng.partial_labels(spec.batch, spec.classes),
-            [spec.batch, spec.classes],
-        ),
-        device,
-    );
-    let prototypes = constants.prototypes::<B>(spec.classes, device);
+    let (images, partial, prototypes) = bench_inputs::<B>(spec, &constants, device);
     let step = spec.schedule_step();
     let lr = spec.config.optimizer.lr;
     sync::<B>(device)?;

@@ -20,7 +20,7 @@ use burn::tensor::Distribution;
 use hst_transfer::HstOutput;
 
 use crate::backend::{BackendJob, BackendName};
-use crate::bench::{adam, build_model, sync, BenchConstants, BenchSpec, HostRng};
+use crate::bench::{adam, bench_inputs, build_model, sync, BenchConstants, BenchSpec};
 
 /// The time of one module of a training step.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -146,20 +146,7 @@ fn profile_model<B: AutodiffBackend>(
     let steps = spec.steps.max(1);
     let constants = BenchConstants::of(spec);
     let model = build_model::<B>(spec, &constants, device);
-    let images = Tensor::<B, 4>::random(
-        [spec.batch, 3, spec.image_size, spec.image_size],
-        Distribution::Normal(0.0, 1.0),
-        device,
-    );
-    let mut rng = HostRng::new(spec.seed, 3);
-    let partial = Tensor::<B, 2>::from_data(
-        TensorData::new(
-            rng.partial_labels(spec.batch, spec.classes),
-            [spec.batch, spec.classes],
-        ),
-        device,
-    );
-    let prototypes = constants.prototypes::<B>(spec.classes, device);
+    let (images, partial, prototypes) = bench_inputs::<B>(spec, &constants, device);
     let step = spec.schedule_step();
     let mut rows = Vec::new();
 
@@ -342,4 +329,55 @@ fn profile_model<B: AutodiffBackend>(
         steps,
         rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::BenchPreset;
+
+    /// A tiny profile with frozen stages has every row of a training step, in order, with finite times,
+    /// a backward time wherever something is differentiated, and a table with one line per row.
+    #[test]
+    fn a_tiny_profile_has_every_module() {
+        type AB = burn::backend::Autodiff<burn::backend::Flex>;
+        let mut spec = BenchPreset::Default.spec().with_image_size(32);
+        spec.batch = 2;
+        spec.classes = 4;
+        spec.steps = 1;
+        spec.config.model.trunk.frozen_stages = 2;
+        let report = profile_model::<AB>(&spec, BackendName::Flex, &Default::default()).unwrap();
+        let names: Vec<&str> = report.rows.iter().map(|r| r.module.as_str()).collect();
+        for expected in [
+            "trunk, frozen stages 1–2 (autodiff backend)",
+            "trunk, frozen stages 1–2 (inner backend, as trained)",
+            "trunk, trainable stages 3–4",
+            "SARL: semantic decoupling",
+            "SARL: GGNN",
+            "SARL: classifier",
+            "IST head",
+            "losses, all terms",
+            "optimizer (Adam step)",
+        ] {
+            assert!(
+                names.contains(&expected),
+                "missing row {expected:?} in {names:?}"
+            );
+        }
+        assert!(names.iter().any(|n| n.starts_with("loss term partial BCE")));
+        for row in &report.rows {
+            assert!(
+                row.forward_seconds.is_finite() && row.forward_seconds >= 0.0,
+                "{row:?}"
+            );
+            let differentiable =
+                !row.module.starts_with("trunk, frozen") && !row.module.starts_with("optimizer");
+            assert_eq!(row.backward_seconds.is_some(), differentiable, "{row:?}");
+        }
+        let table = report.markdown();
+        assert_eq!(
+            table.lines().filter(|l| l.starts_with("| ")).count(),
+            report.rows.len() + 3
+        );
+    }
 }

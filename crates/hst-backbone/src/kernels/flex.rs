@@ -165,6 +165,8 @@ impl<B: FusedKernels> Backward<B, 3> for TanhBilinearScoreBackward {
     }
 }
 
+/// The forward methods record a custom backward step; the backward methods keep the trait's composed
+/// defaults (differentiable, for a second-order use).
 impl<B: FusedKernels, C: CheckpointStrategy> FusedKernels for Autodiff<B, C> {
     fn tanh_bilinear_score(
         image: FloatTensor<Self>,
@@ -191,26 +193,6 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedKernels for Autodiff<B, C> {
                 weight.primitive,
             )),
         }
-    }
-
-    fn tanh_bilinear_score_backward(
-        image: FloatTensor<Self>,
-        word: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-    ) -> [FloatTensor<Self>; 3] {
-        // A second-order use: differentiate the composed version.
-        let (image, word, weight) = super::tanh_bilinear_score_backward_composed::<Self>(
-            super::float(image),
-            super::float(word),
-            super::float(weight),
-            super::float(grad),
-        );
-        [
-            image.into_primitive().tensor(),
-            word.into_primitive().tensor(),
-            weight.into_primitive().tensor(),
-        ]
     }
 
     fn depthwise_conv2d(
@@ -241,17 +223,6 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedKernels for Autodiff<B, C> {
                 padding,
             )),
         }
-    }
-
-    fn depthwise_conv2d_backward(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        stride: [usize; 2],
-        padding: [usize; 4],
-    ) -> [FloatTensor<Self>; 2] {
-        // A second-order use: Burn's own convolution backward, differentiable.
-        super::depthwise_conv2d_backward_composed::<Self>(x, weight, grad, stride, padding)
     }
 }
 
