@@ -42,7 +42,7 @@ use hst_data::{
 use hst_train::config::DataSource;
 use hst_train::trainer::resolve_model_config;
 use hst_train::TrainConfig;
-use hst_transfer::{Hst, HstLosses, Prototypes, ScheduleStep};
+use hst_transfer::{BatchLabels, Hst, HstLosses, Prototypes, ScheduleStep};
 
 use crate::backend::{run_on, BackendJob, BackendName};
 
@@ -1026,17 +1026,17 @@ pub(crate) fn bench_inputs<B: Backend>(
     spec: &BenchSpec,
     constants: &BenchConstants,
     device: &B::Device,
-) -> (Tensor<B, 4>, Tensor<B, 2>, Prototypes<B>) {
+) -> (Tensor<B, 4>, BatchLabels<B>, Prototypes<B>) {
     let shape = [spec.batch, 3, spec.image_size, spec.image_size];
     let images = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), device);
     let mut rng = HostRng::new(spec.seed, 3);
-    let partial = Tensor::<B, 2>::from_data(
-        TensorData::new(
-            rng.partial_labels(spec.batch, spec.classes),
-            [spec.batch, spec.classes],
-        ),
+    // With the host copy, as the trainer passes them: a step then reads nothing back from the device.
+    let partial = BatchLabels::from_host(
+        rng.partial_labels(spec.batch, spec.classes),
+        [spec.batch, spec.classes],
         device,
-    );
+    )
+    .expect("the labels have batch · classes values");
     (
         images,
         partial,

@@ -174,6 +174,15 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Trunk weights to import (torchvision `.pth`/`.safetensors`, EfficientNet-Lite `.safetensors`).
     pub pretrained: Option<PathBuf>,
+    /// Read the loss terms and pseudo-label counts back from the device every this many training steps
+    /// (and at the end of every epoch); steps in between read nothing, so a GPU never waits for the host.
+    /// The non-finite-loss stop is checked at these reads. Default: 20.
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
+}
+
+fn default_log_every() -> usize {
+    20
 }
 
 /// Names of the presets, for help texts.
@@ -209,6 +218,7 @@ impl TrainConfig {
             drop_last_test_batch: false,
             seed: 0,
             pretrained: None,
+            log_every: default_log_every(),
         }
     }
 
@@ -416,6 +426,9 @@ impl TrainConfig {
                 "batch sizes must be at least 1 (batch_size={}, eval_batch_size={})",
                 self.batch_size, self.eval_batch_size
             ));
+        }
+        if self.log_every == 0 {
+            return bad("log_every must be at least 1".into());
         }
         if !(0.0..=1.0).contains(&self.data.proportion) {
             return bad(format!(

@@ -69,17 +69,24 @@ pub enum TrainError {
     /// A configuration file or override is invalid.
     #[error("configuration: {0}")]
     Config(String),
-    /// The loss became NaN or infinite; the last good checkpoint is kept.
-    #[error("the loss became {value} at epoch {epoch}, batch {batch} (terms: {terms}); stopped, the last good checkpoint is kept")]
+    /// The loss became NaN or infinite in a window of steps (found at the window's read); nothing of the
+    /// failed window is saved.
+    #[error("the loss became {value} in epoch {epoch}, batches {first_batch}..={batch} (window means: {terms}); stopped. {checkpoint}{hint}")]
     NonFiniteLoss {
-        /// The offending total loss.
+        /// The offending summed total loss of the window.
         value: f64,
         /// Epoch of the failure.
         epoch: usize,
-        /// Batch of the failure.
+        /// First batch of the window in which it happened.
+        first_batch: usize,
+        /// Last batch of that window.
         batch: usize,
-        /// The separate loss terms, for diagnosis.
+        /// The separate loss terms' window means, for diagnosis.
         terms: String,
+        /// Where the last good checkpoint is, or that there is none yet.
+        checkpoint: String,
+        /// A likely cause and its fix, when one is known (else empty).
+        hint: String,
     },
     /// A data error (reading a dataset or image).
     #[error(transparent)]

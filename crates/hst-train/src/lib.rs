@@ -4,6 +4,8 @@
 //! - [`data`]: datasets, partial labels and word vectors of a run;
 //! - [`trainer`]: the training loop ([`trainer::train`]), evaluation, prototypes, checkpoints, resume;
 //! - [`metrics`]: mAP and the F1 family exactly as the reference computes them, pseudo-label quality;
+//! - [`step_log`]: loss terms and pseudo-label counts summed on the device, read every `log_every` steps;
+//! - [`host`]: the counted device-to-host reads of the training loop;
 //! - [`checkpoint`]: atomic single-file checkpoints;
 //! - [`report`]: PNG plots of a run.
 
@@ -11,8 +13,10 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod host;
 pub mod metrics;
 pub mod report;
+pub mod step_log;
 pub mod trainer;
 
 pub use config::TrainConfig;

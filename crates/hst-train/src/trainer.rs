@@ -31,15 +31,19 @@ use burn::tensor::backend::AutodiffBackend;
 use hst_data::batcher::epoch_batches;
 use hst_data::cooccurrence::adjacency;
 use hst_data::{BatchMode, HstBatcher, MultiLabelSource, NanPolicy};
-use hst_transfer::{Hst, HstConfig, HstLosses, PrototypeCollector, Prototypes, ScheduleStep};
+use hst_transfer::{
+    BatchLabels, Hst, HstConfig, HstLosses, PrototypeCollector, Prototypes, ScheduleStep,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, CheckpointHeader, SavedPrototypes};
 use crate::config::TrainConfig;
 use crate::data::RunData;
 use crate::error::TrainError;
+use crate::host;
 use crate::metrics::{MetricAccumulator, MultiLabelMetrics, PseudoLabelAccumulator};
 use crate::report::{write_report, EpochRecord};
+use crate::step_log::StepLog;
 
 /// What the loop is doing, for progress displays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,33 +233,96 @@ fn reload<B: Backend>(model: Hst<B>, record: <Hst<B> as Module<B>>::Record) -> H
 }
 
 fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {
-    t.clone().into_scalar().elem::<f64>()
-}
-
-fn loss_terms<B: Backend>(losses: &HstLosses<B>) -> Vec<(&'static str, f64)> {
-    let mut terms = vec![
-        ("total", scalar(&losses.total)),
-        ("partial_bce", scalar(&losses.partial_bce)),
-    ];
-    let optional = [
-        ("ist_bce", &losses.ist_bce),
-        ("cst_bce", &losses.cst_bce),
-        ("ist_asl", &losses.ist_asl),
-        ("instance", &losses.instance),
-        ("prototype", &losses.prototype),
-        ("dtl_ist", &losses.dtl_ist),
-        ("dtl_cst", &losses.dtl_cst),
-    ];
-    for (name, t) in optional {
-        if let Some(t) = t {
-            terms.push((name, scalar(t)));
-        }
-    }
-    terms
+    host::read_f64(t.clone())[0]
 }
 
 fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().iter::<f32>().collect()
+    host::read_f32(t)
+}
+
+/// The losses of a step as values of the inner backend (no autodiff graph kept alive).
+fn inner_losses<B: AutodiffBackend>(l: &HstLosses<B>) -> HstLosses<B::InnerBackend> {
+    let one = |t: &Tensor<B, 1>| t.clone().inner();
+    let opt1 = |t: &Option<Tensor<B, 1>>| t.as_ref().map(one);
+    let opt2 = |t: &Option<Tensor<B, 2>>| t.as_ref().map(|t| t.clone().inner());
+    HstLosses {
+        total: one(&l.total),
+        partial_bce: one(&l.partial_bce),
+        ist_bce: opt1(&l.ist_bce),
+        cst_bce: opt1(&l.cst_bce),
+        ist_asl: opt1(&l.ist_asl),
+        instance: opt1(&l.instance),
+        prototype: opt1(&l.prototype),
+        dtl_ist: opt1(&l.dtl_ist),
+        dtl_cst: opt1(&l.dtl_cst),
+        ramp: l.ramp,
+        ist_soft: opt2(&l.ist_soft),
+        ist_targets: opt2(&l.ist_targets),
+        cst_soft: opt2(&l.cst_soft),
+        cst_targets: opt2(&l.cst_targets),
+    }
+}
+
+/// What an epoch's log records of its training steps, gathered window by window from [`StepLog`] reads.
+struct EpochSums {
+    sums: BTreeMap<String, f64>,
+    counted: usize,
+    ist_quality: PseudoLabelAccumulator,
+    cst_quality: PseudoLabelAccumulator,
+    seen_ist: bool,
+    seen_cst: bool,
+}
+
+impl EpochSums {
+    fn new(classes: usize) -> Self {
+        Self {
+            sums: BTreeMap::new(),
+            counted: 0,
+            ist_quality: PseudoLabelAccumulator::new(classes),
+            cst_quality: PseudoLabelAccumulator::new(classes),
+            seen_ist: false,
+            seen_cst: false,
+        }
+    }
+
+    /// Read the window of `log` (if any step is pending), stop on a non-finite loss, and add it. Returns the
+    /// window's mean total loss.
+    fn read<B: Backend>(
+        &mut self,
+        log: &mut StepLog<B>,
+        epoch: usize,
+        failure: impl FnOnce() -> (String, String),
+    ) -> Result<Option<f64>, TrainError> {
+        let Some(window) = log.read() else {
+            return Ok(None);
+        };
+        let total = window.total();
+        if !total.is_finite() {
+            let (checkpoint, hint) = failure();
+            return Err(TrainError::NonFiniteLoss {
+                value: total,
+                epoch,
+                first_batch: window.first_batch,
+                batch: window.last_batch,
+                terms: window.describe(),
+                checkpoint,
+                hint,
+            });
+        }
+        for (k, v) in &window.terms {
+            *self.sums.entry(k.to_string()).or_default() += v;
+        }
+        self.counted += window.steps;
+        if let Some(q) = &window.ist {
+            self.ist_quality.add(q);
+            self.seen_ist = true;
+        }
+        if let Some(q) = &window.cst {
+            self.cst_quality.add(q);
+            self.seen_cst = true;
+        }
+        Ok(Some(total / window.steps.max(1) as f64))
+    }
 }
 
 fn save_prototypes<B: Backend>(p: &Prototypes<B>) -> SavedPrototypes {
@@ -569,6 +636,26 @@ pub fn train<B: AutodiffBackend>(
     let stop = options.stop.clone().unwrap_or_default();
     let mut interrupted = false;
     let statistical = statistical_cooccurrence(data.test.full_labels());
+    let adjacency_has_nan = constants.adjacency.iter().any(Option::is_none);
+    let failure_notes = || {
+        let checkpoint = if last_path.is_file() {
+            format!(
+                "The last good checkpoint is kept ({}).",
+                last_path.display()
+            )
+        } else {
+            "No checkpoint exists yet (the first is written at the end of the first epoch)."
+                .to_string()
+        };
+        let hint = if adjacency_has_nan && !config.data.guard_adjacency_nan {
+            " The GGNN adjacency has NaN entries (a class without any known positive in the training \
+             labels): set data.guard_adjacency_nan=true to replace them with 0."
+                .to_string()
+        } else {
+            String::new()
+        };
+        (checkpoint, hint)
+    };
 
     for epoch in start_epoch..config.epochs {
         let epoch_start = Instant::now();
@@ -634,13 +721,9 @@ pub fn train<B: AutodiffBackend>(
             epoch,
             batches_per_epoch - first_batch.min(batches_per_epoch),
         );
-        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
-        let mut counted = 0usize;
+        let mut epoch_sums = EpochSums::new(classes);
+        let mut step_log = StepLog::<B::InnerBackend>::default();
         let mut images_seen = 0usize;
-        let mut ist_quality = PseudoLabelAccumulator::new(classes);
-        let mut cst_quality = PseudoLabelAccumulator::new(classes);
-        let mut seen_ist = false;
-        let mut seen_cst = false;
         let train_clock = Instant::now();
         let mut failure: Option<TrainError> = None;
         std::thread::scope(|scope| {
@@ -658,8 +741,13 @@ pub fn train<B: AutodiffBackend>(
             });
             for (b, prepared) in rx {
                 let result = (|| -> Result<(), TrainError> {
-                    let batch = prepared?.into_batch::<B>(device);
+                    let prepared = prepared?;
+                    let partial_host = prepared.partial.clone();
+                    let full_host = prepared.full.clone();
+                    let batch = prepared.into_batch::<B>(device);
                     let n = batch.indices.len();
+                    let labels = BatchLabels::new(batch.partial.clone(), partial_host.clone())
+                        .map_err(|e| TrainError::Config(format!("losses: {e}")))?;
                     let out = model.forward_train(batch.images);
                     let step = ScheduleStep {
                         epoch,
@@ -669,44 +757,28 @@ pub fn train<B: AutodiffBackend>(
                     let losses = model
                         .losses(
                             &out,
-                            batch.partial.clone(),
+                            labels,
                             prototypes.as_ref(),
                             step,
                             derive_seed(&[config.seed, epoch as u64, b as u64]),
                         )
                         .map_err(|e| TrainError::Config(format!("losses: {e}")))?;
-                    let terms = loss_terms(&losses);
-                    let total = terms[0].1;
-                    if !total.is_finite() {
-                        return Err(TrainError::NonFiniteLoss {
-                            value: total,
-                            epoch,
-                            batch: b,
-                            terms: terms
-                                .iter()
-                                .map(|(k, v)| format!("{k}={v}"))
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                        });
-                    }
-                    let partial_rows = to_vec(batch.partial.clone());
-                    let full_rows = to_vec(batch.full.clone());
-                    if let Some(t) = &losses.ist_targets {
-                        ist_quality.push(&partial_rows, &to_vec(t.clone()), &full_rows)?;
-                        seen_ist = true;
-                    }
-                    if let Some(t) = &losses.cst_targets {
-                        cst_quality.push(&partial_rows, &to_vec(t.clone()), &full_rows)?;
-                        seen_cst = true;
-                    }
+                    // Everything this step logs stays on the device until the window's read.
+                    step_log.push(
+                        b,
+                        &inner_losses(&losses),
+                        (&partial_host, &batch.partial.inner()),
+                        (&full_host, &batch.full.inner()),
+                    );
                     let grads = GradientsParams::from_grads(losses.total.backward(), &model);
                     model = optim.step(lr, model.clone(), grads);
-                    for (k, v) in &terms {
-                        *sums.entry(k.to_string()).or_default() += v;
-                    }
-                    counted += 1;
                     images_seen += n;
-                    observer.batch_done(Phase::Train, Some(total));
+                    let loss = if step_log.pending() >= config.log_every {
+                        epoch_sums.read(&mut step_log, epoch, failure_notes)?
+                    } else {
+                        None
+                    };
+                    observer.batch_done(Phase::Train, loss);
                     Ok(())
                 })();
                 if let Err(e) = result {
@@ -714,6 +786,11 @@ pub fn train<B: AutodiffBackend>(
                     break;
                 }
                 if stop.load(Ordering::SeqCst) {
+                    // The pending window is read first: a non-finite loss in it must not be saved.
+                    if let Err(e) = epoch_sums.read(&mut step_log, epoch, failure_notes) {
+                        failure = Some(e);
+                        break;
+                    }
                     let optim_bytes = || Bytes::default().record(optim.to_record(), ());
                     if let Err(e) = save(
                         &[&last_path],
@@ -744,6 +821,7 @@ pub fn train<B: AutodiffBackend>(
         if interrupted {
             break;
         }
+        epoch_sums.read(&mut step_log, epoch, failure_notes)?;
         let train_seconds = train_clock.elapsed().as_secs_f64();
 
         // Evaluation on the whole test set.
@@ -768,6 +846,14 @@ pub fn train<B: AutodiffBackend>(
         )?;
         observer.phase_end(Phase::Eval);
 
+        let EpochSums {
+            sums,
+            counted,
+            ist_quality,
+            cst_quality,
+            seen_ist,
+            seen_cst,
+        } = epoch_sums;
         let losses = sums
             .into_iter()
             .map(|(k, v)| (k, v / counted.max(1) as f64))

@@ -244,3 +244,115 @@ fn two_identical_runs_end_with_identical_weights() {
     std::fs::remove_dir_all(&a).unwrap();
     std::fs::remove_dir_all(&b).unwrap();
 }
+
+/// Records, for every training batch, the device-to-host reads made since the previous training event.
+#[derive(Default)]
+struct ReadCounter {
+    last: u64,
+    /// Per training phase: `(loss reported, reads since the previous event)` per batch.
+    phases: Vec<Vec<(bool, u64)>>,
+}
+impl TrainObserver for ReadCounter {
+    fn phase_start(&mut self, phase: Phase, _epoch: usize, _batches: usize) {
+        if phase == Phase::Train {
+            self.last = hst_train::host::reads_on_this_thread();
+            self.phases.push(Vec::new());
+        }
+    }
+    fn batch_done(&mut self, phase: Phase, loss: Option<f64>) {
+        if phase == Phase::Train {
+            let now = hst_train::host::reads_on_this_thread();
+            let phase = self.phases.last_mut().expect("a training phase started");
+            phase.push((loss.is_some(), now - self.last));
+            self.last = now;
+        }
+    }
+}
+
+#[test]
+fn training_steps_read_nothing_between_log_points() {
+    let _guard = serial();
+    let mut config = tiny();
+    config.data.source = DataSource::Embedded {
+        train_images: 96,
+        test_images: 16,
+    };
+    config.batch_size = 8;
+    config.epochs = 2;
+    config.log_every = 5;
+    let data = hst_train::data::load(&config.data).unwrap();
+    let device = Default::default();
+    let dir = out_dir("reads");
+    let mut counter = ReadCounter::default();
+    train::<B>(
+        &config,
+        &data,
+        &dir,
+        &TrainOptions::default(),
+        &device,
+        &mut counter,
+    )
+    .unwrap();
+    assert_eq!(counter.phases.len(), 2, "two training phases");
+    for (epoch, batches) in counter.phases.iter().enumerate() {
+        assert_eq!(batches.len(), 12, "epoch {epoch}: 96 images / 8");
+        for (b, &(logged, reads)) in batches.iter().enumerate() {
+            let due = (b + 1) % config.log_every == 0;
+            assert_eq!(logged, due, "epoch {epoch} batch {b}: loss reported");
+            assert_eq!(
+                reads,
+                u64::from(due),
+                "epoch {epoch} batch {b}: device reads (one per log point, none in between)"
+            );
+        }
+    }
+    // The epoch records still hold every term and, once pseudo labels start (epoch 1), their quality.
+    let logs = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(logs.lines().last().unwrap()).unwrap();
+    for term in [
+        "total",
+        "partial_bce",
+        "ist_asl",
+        "instance",
+        "ist_bce",
+        "dtl_ist",
+    ] {
+        assert!(
+            last["losses"][term].as_f64().is_some_and(f64::is_finite),
+            "loss term {term} in {last}"
+        );
+    }
+    let ist = &last["ist_pseudo"];
+    assert!(ist["unknown"].as_u64().unwrap() > 0, "{ist}");
+    assert!(
+        ist["count"].as_u64().unwrap() <= ist["unknown"].as_u64().unwrap(),
+        "{ist}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_non_finite_loss_before_any_checkpoint_says_there_is_none() {
+    let _guard = serial();
+    let mut config = tiny();
+    config.epochs = 1;
+    config.optimizer.lr = 1e30;
+    let data = hst_train::data::load(&config.data).unwrap();
+    let dir = out_dir("nan-first");
+    let err = train::<B>(
+        &config,
+        &data,
+        &dir,
+        &TrainOptions::default(),
+        &Default::default(),
+        &mut Silent,
+    )
+    .unwrap_err();
+    assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
+    assert!(
+        err.to_string().contains("No checkpoint exists yet"),
+        "{err}"
+    );
+    assert!(!dir.join("checkpoints").join("last.ckpt").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

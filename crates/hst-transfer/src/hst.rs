@@ -6,6 +6,7 @@ use burn::tensor::backend::AutodiffBackend;
 use hst_backbone::sarl::{Sarl, SarlConfig};
 use hst_backbone::trunk::{Trunk, TrunkConfig};
 
+use crate::batch_labels::BatchLabels;
 use crate::cst::{prototype_similarity, CstConfig, Prototypes};
 use crate::dtl::{Thresholds, ThresholdsConfig};
 use crate::error::TransferError;
@@ -353,7 +354,7 @@ impl<B: Backend> Hst<B> {
     pub fn losses(
         &self,
         out: &HstOutput<B>,
-        partial: Tensor<B, 2>,
+        partial: impl Into<BatchLabels<B>>,
         prototypes: Option<&Prototypes<B>>,
         step: ScheduleStep,
         seed: u64,
@@ -426,25 +427,27 @@ impl HstObjective {
     ///
     /// # Shapes
     /// - out: see [`HstOutput`]
-    /// - partial: `[batch, classes]` in {−1, 0, 1}
+    /// - partial: `[batch, classes]` in {−1, 0, 1}: a tensor, or [`BatchLabels`] with a host copy (then the
+    ///   objective reads nothing back from the device)
     ///
     /// # Errors
     /// [`TransferError::Shape`] if `partial` or the prototypes do not match the outputs.
     pub fn compute<B: Backend>(
         &self,
         out: &HstOutput<B>,
-        partial: Tensor<B, 2>,
+        partial: impl Into<BatchLabels<B>>,
         prototypes: Option<&Prototypes<B>>,
         thresholds: &Thresholds<B>,
         step: ScheduleStep,
         seed: u64,
     ) -> Result<HstLosses<B>, TransferError> {
+        let labels = partial.into();
         let [batch, classes] = out.logits.dims();
-        if partial.dims() != [batch, classes] {
+        if labels.dims() != [batch, classes] {
             return Err(TransferError::Shape {
                 what: "HST losses: partial labels",
                 expected: vec![batch, classes],
-                got: partial.dims().to_vec(),
+                got: labels.dims().to_vec(),
             });
         }
         let [_, _, dim] = out.semantic.dims();
@@ -457,7 +460,7 @@ impl HstObjective {
                 });
             }
         }
-        let partial = partial.detach();
+        let partial = labels.tensor().clone().detach();
         let w = &self.weights;
         let ablation = &self.ablation;
         let pseudo = self.schedule.pseudo_labels_active(step.epoch);
@@ -512,7 +515,7 @@ impl HstObjective {
         if ablation.cst_enabled() {
             let instance = self
                 .instance_loss
-                .forward(out.semantic.clone(), partial.clone(), seed);
+                .forward(out.semantic.clone(), labels.clone(), seed);
             total = total + instance.clone() * (ramp * w.instance);
             losses.instance = Some(instance);
             if pseudo {

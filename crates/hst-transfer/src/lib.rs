@@ -7,6 +7,7 @@
 //! [`Hst::losses`] builds the pseudo labels ([`pseudo_labels`]) with the [`Thresholds`] and sums the scheduled
 //! losses ([`loss`]).
 
+pub mod batch_labels;
 pub mod cst;
 pub mod dtl;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod pairs;
 pub mod pseudo_labels;
 pub mod rng;
 
+pub use batch_labels::BatchLabels;
 pub use cst::{
     kmeans, prototype_similarity, CstConfig, KMeansConfig, KMeansFit, PrototypeCollector,
     Prototypes,

@@ -293,6 +293,7 @@ pub fn pointwise_conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor
 }
 
 /// Move `value` into type `T` when it already is a `T` (a type-checked, copy-free identity cast).
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 fn cast<A: 'static, T: 'static>(value: A) -> Result<T, A> {
     let mut slot = Some(value);
     match (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
@@ -302,6 +303,7 @@ fn cast<A: 'static, T: 'static>(value: A) -> Result<T, A> {
 }
 
 /// Run `f` on backend `K` when `B` is `K` (else give the inputs back), giving the inputs and taking the output back.
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 fn on_backend<B: Backend, K: Backend, const N: usize>(
     inputs: [FloatTensor<B>; N],
     f: impl FnOnce([FloatTensor<K>; N]) -> FloatTensor<K>,

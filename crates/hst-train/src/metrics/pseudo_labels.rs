@@ -97,6 +97,15 @@ impl PseudoLabelAccumulator {
         Ok(())
     }
 
+    /// Add counts gathered elsewhere (e.g. a window of training steps summed on the device); only the four
+    /// counts of `counts` are used, its ratios are ignored.
+    pub fn add(&mut self, counts: &PseudoLabelQuality) {
+        self.count += counts.count;
+        self.correct += counts.correct;
+        self.hidden_positives += counts.hidden_positives;
+        self.unknown += counts.unknown;
+    }
+
     /// The precision and recall over everything pushed so far.
     pub fn finish(&self) -> PseudoLabelQuality {
         let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };

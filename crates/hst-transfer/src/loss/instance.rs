@@ -2,6 +2,7 @@
 
 use burn::prelude::*;
 
+use crate::batch_labels::BatchLabels;
 use crate::cst::similarity::normalize;
 use crate::pairs::{index_tensor, pair_indices};
 use crate::rng::SplitMix64;
@@ -61,7 +62,9 @@ impl Default for InstanceContrastiveLoss {
 }
 
 impl InstanceContrastiveLoss {
-    /// The loss. Reads `partial` back to the host (it is small) to build the term lists.
+    /// The loss. The term lists are built from the labels' host copy (see [`BatchLabels`]): given labels
+    /// with one (as the trainer passes them), the loss reads nothing back from the device; given a bare
+    /// tensor, it reads the (small) label tensor once.
     ///
     /// # Shapes
     /// - features: `[batch, classes, dim]` (semantic features)
@@ -70,17 +73,13 @@ impl InstanceContrastiveLoss {
     pub fn forward<B: Backend>(
         &self,
         features: Tensor<B, 3>,
-        partial: Tensor<B, 2>,
+        partial: impl Into<BatchLabels<B>>,
         seed: u64,
     ) -> Tensor<B, 1> {
         let [batch, classes, _dim] = features.dims();
         let device = features.device();
-        let labels: Vec<f32> = partial
-            .detach()
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("float labels");
+        let partial = partial.into();
+        let labels = partial.host();
         let (first, second) = pair_indices(batch);
 
         // Term lists in the reference's order (row-major over [pairs, classes]).
@@ -116,10 +115,14 @@ impl InstanceContrastiveLoss {
         }
 
         let gather = |idx: &[usize]| cosine.clone().select(0, index_tensor::<B>(idx, &device));
-        let mut terms = Vec::new();
+        // The mean of the kept terms, as (sum of the kept terms) / (their number, known on the host).
+        let mut vectors = Vec::new();
+        let mut largest_sums = Vec::new();
+        let mut count = 0usize;
         let n = pos_pos.len();
         if n > 0 {
-            terms.push(gather(&pos_pos).neg() + 1.0);
+            vectors.push(gather(&pos_pos).neg() + 1.0);
+            count += n;
         }
         let mut rng = SplitMix64::new(seed);
         for list in [&pos_neg, &neg_neg] {
@@ -131,24 +134,116 @@ impl InstanceContrastiveLoss {
                 let keep = (self.random_factor * n).min(list.len());
                 let chosen: Vec<usize> =
                     rng.permutation(list.len()).into_iter().take(keep).collect();
-                terms.push(
+                vectors.push(
                     values
                         .clone()
                         .select(0, index_tensor::<B>(&chosen, &device)),
                 );
                 let top = n.min(list.len());
-                terms.push(values.sort_descending(0).slice(0..top));
+                largest_sums.push(sum_of_largest(values, top));
+                count += keep + top;
             } else {
-                terms.push(values);
+                count += list.len();
+                vectors.push(values);
             }
         }
-        Tensor::cat(terms, 0).mean()
+        let mut sum = Tensor::cat(vectors, 0).sum(); // [1]
+        for s in largest_sums {
+            sum = sum + s;
+        }
+        sum / count as f64
     }
+}
+
+/// Bisection steps of [`sum_of_largest`]: the bracket starts at most 3 wide (the terms lie in [0, 2]) and
+/// halves each step, 3·2⁻⁴⁰ ≈ 3e-12 after 40 (the bracket stops shrinking once its ends are adjacent floats).
+const BISECTION_STEPS: usize = 40;
+
+/// The sum of the `k` largest entries of `values` (`1 ≤ k ≤ len`), with the gradient of that selection,
+/// computed on the device without a sort (Burn's sort reads the tensor back to the host on the GPU
+/// backends, and CPU backends have no top-k).
+///
+/// A bisection on the threshold `t` keeps `count(v > lo) ≥ k > count(v > hi)`; the entries above the final
+/// `hi` (fewer than `k`) are all among the `k` largest, and the remaining places are filled with the
+/// largest entry not above `hi`, which is the `k`-th largest. Ties at the boundary give the same sum as a
+/// sort.
+///
+/// # Shapes
+/// - values: `[len]`
+/// - output: `[1]`
+pub(crate) fn sum_of_largest<B: Backend>(values: Tensor<B, 1>, k: usize) -> Tensor<B, 1> {
+    let v = values.clone().detach(); // [len]
+    let k = k as f64;
+    let mut lo = v.clone().min() - 1.0; // [1]: count(v > lo) = len ≥ k
+    let mut hi = v.clone().max(); // [1]: count(v > hi) = 0 < k
+    for _ in 0..BISECTION_STEPS {
+        let mid = (lo.clone() + hi.clone()) * 0.5; // [1]
+        let above = v
+            .clone()
+            .greater(mid.clone().expand(v.dims()))
+            .float()
+            .sum(); // [1]
+        let enough = above.greater_equal_elem(k).float(); // [1]: 1 → the k-th largest is above mid
+        lo = enough.clone() * mid.clone() + (enough.clone().neg() + 1.0) * lo;
+        hi = enough.clone() * hi + (enough.neg() + 1.0) * mid;
+    }
+    let above = v.greater(hi.expand(values.dims())); // [len]
+    let filled = (above.clone().float().sum().neg() + k).detach(); // [1]: k − count(v > hi) ≥ 1
+    let top = values
+        .clone()
+        .mask_fill(above.clone().bool_not(), 0.0)
+        .sum(); // [1]
+    let kth = values.mask_fill(above, f32::NEG_INFINITY).max(); // [1]
+    top + kth * filled
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sum_of_largest_equals_a_sort_with_its_gradient() {
+        type AB = burn::backend::Autodiff<TB>;
+        let device = Default::default();
+        let mut rng = SplitMix64::new(5);
+        for len in [1usize, 2, 7, 300] {
+            // Values in [0, 2] as the loss's terms, some repeated to make ties.
+            let mut host: Vec<f32> = (0..len)
+                .map(|_| (rng.next_u64() % 20_000) as f32 / 10_000.0)
+                .collect();
+            if len > 4 {
+                host[1] = host[0];
+                host[3] = host[2];
+            }
+            let mut sorted = host.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            for k in [1, len.div_ceil(2), len] {
+                let values = Tensor::<AB, 1>::from_floats(host.as_slice(), &device).require_grad();
+                let sum = sum_of_largest(values.clone(), k);
+                let expected: f32 = sorted[..k].iter().sum();
+                let got = sum.clone().into_scalar();
+                assert!(
+                    (got - expected).abs() <= 1e-5 * expected.abs().max(1.0),
+                    "len {len} k {k}: {got} vs {expected}"
+                );
+                // Gradient: one per selected entry; `k` in all, and 1 on every entry above the k-th value.
+                let g: Vec<f32> = values
+                    .grad(&sum.backward())
+                    .unwrap()
+                    .into_data()
+                    .to_vec()
+                    .unwrap();
+                assert_eq!(g.iter().sum::<f32>(), k as f32, "len {len} k {k}");
+                for (v, g) in host.iter().zip(&g) {
+                    if *v > sorted[k - 1] {
+                        assert_eq!(*g, 1.0, "len {len} k {k}: entry {v} above the k-th");
+                    } else if *v < sorted[k - 1] {
+                        assert_eq!(*g, 0.0, "len {len} k {k}: entry {v} below the k-th");
+                    }
+                }
+            }
+        }
+    }
 
     type TB = burn::backend::Flex;
 
