@@ -16,9 +16,11 @@
 
 pub mod backend;
 pub mod bench;
+pub mod gpu_runtime;
 pub mod jobs;
 pub mod profile;
 pub mod progress;
+pub mod warmup;
 
 pub use hst_backbone as backbone;
 pub use hst_data as data;

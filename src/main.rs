@@ -153,6 +153,8 @@ enum Command {
     },
     /// Benchmark a named configuration (paper, vg, voc-small, default) on the chosen backend.
     Bench(hst::bench::BenchArgs),
+    /// Compile and autotune a configuration's GPU kernels ahead of training (results persist in the GPU cache).
+    Warmup(hst::warmup::WarmupArgs),
     /// List the backends compiled into this binary and check that each can start here.
     Backends,
 }
@@ -262,6 +264,13 @@ fn run(cli: Cli) -> Result<()> {
         resume: false,
         print_config: false,
     });
+    // The GPU runtime policy (autotune level, persistent kernel and autotune caches) before any GPU tensor.
+    let level = match &command {
+        Command::Warmup(args) => args.autotune_level.as_deref(),
+        _ => None,
+    };
+    let setup = hst::gpu_runtime::apply(level).map_err(anyhow::Error::msg)?;
+    tracing::debug!(%setup, "GPU runtime");
     match command {
         Command::Train {
             config,
@@ -417,6 +426,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => hst::bench::run_bench(&args, backend),
+        Command::Warmup(args) => hst::warmup::run_warmup(&args, backend),
         Command::Backends => {
             for name in BackendName::ALL {
                 match run_on(name, Probe) {

@@ -24,8 +24,10 @@
 #   2. `hst bench --check`: the GPU backend against flex on the same weights and input (logits, every loss term,
 #      logits after one Adam step; relative difference <= 1e-3) for `default` and `voc-small`;
 #   3. `hst bench` for default, voc-small, paper, vg on cuda then wgpu, each configuration in its own process
-#      under `timeout` (own peak RSS; nvidia-smi samples device memory), most important runs first.
-# Output in OUTDIR: results.md (Markdown table), results.jsonl + results.json (one JSON object per backend x
+#      under `timeout` (own peak RSS; nvidia-smi samples device memory), most important runs first;
+#   4. the PyTorch anchor of voc-small (benches/pytorch/hst_anchor.py, the machine's torch) on the same GPU;
+#   5. ratios.md (benches/gpu/ratios.py): train/infer per backend, WGPU vs CUDA, hst vs the anchor.
+# Output in OUTDIR: ratios.md, results.md (Markdown table), anchor.jsonl, results.jsonl + results.json (one JSON object per backend x
 # configuration), check.jsonl, check-<backend>.md, status.tsv (exit code and seconds of every run), machine.txt,
 # run.log.
 #
@@ -231,6 +233,42 @@ run() { # backend step cap_seconds args...
 }
 
 RES=(--json "$OUT/results.jsonl" --markdown "$OUT/results.md")
+
+# The PyTorch anchor of voc-small (benches/pytorch/hst_anchor.py) on the same device, one JSON line to
+# anchor.jsonl. Python: HST_PYTHON, else the venv of benches/pytorch/setup.sh when present, else python3.
+PY=${HST_PYTHON:-}
+[ -z "$PY" ] && [ -x "$ROOT/target/pytorch-venv/bin/python" ] && PY=$ROOT/target/pytorch-venv/bin/python
+PY=${PY:-python3}
+anchor() { # device args...
+  local dev=$1 t0 rc limit version
+  shift
+  if ! version=$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null); then
+    note "PyTorch anchor: skipped, $PY cannot import torch"
+    printf 'pytorch\tanchor\tskipped\t0\n' >> "$OUT/status.tsv"
+    return 0
+  fi
+  limit=$(( $(left) - 5 ))
+  [ "$limit" -gt 120 ] && limit=120
+  if [ "$limit" -lt 20 ]; then
+    note "PyTorch anchor: skipped, budget spent"
+    printf 'pytorch\tanchor\tskipped\t0\n' >> "$OUT/status.tsv"
+    return 0
+  fi
+  note "PyTorch anchor: torch $version on $dev (timeout ${limit}s)"
+  t0=$(date +%s)
+  timeout --kill-after=10 "$limit" "$PY" "$ROOT/benches/pytorch/hst_anchor.py" --device "$dev" --json "$@" \
+    > "$OUT/anchor.out" 2> "$OUT/anchor.err"
+  rc=$?
+  printf 'pytorch\tanchor\t%s\t%s\n' "$rc" "$(( $(date +%s) - t0 ))" >> "$OUT/status.tsv"
+  if [ "$rc" = 0 ]; then
+    tail -1 "$OUT/anchor.out" >> "$OUT/anchor.jsonl"
+    tail -2 "$OUT/anchor.err"
+  else
+    note "PyTorch anchor: FAILED (exit $rc): $(tail -3 "$OUT/anchor.err")"
+    FAILED=1
+  fi
+}
+
 if [ "$DRY" = 1 ]; then
   # Tiny shapes: every code path of the GPU run, in a minute or two on 2 CPU cores.
   TINY=(--steps 1 --warmup 0 --data-batches 1)
@@ -240,6 +278,7 @@ if [ "$DRY" = 1 ]; then
   run flex voc-small 90 --config voc-small --batch 2 --image-size 64 "${TINY[@]}" "${RES[@]}"
   run flex paper 120 --config paper --batch 2 --image-size 64 "${TINY[@]}" "${RES[@]}"
   run flex vg 120 --config vg --batch 2 --image-size 64 "${TINY[@]}" "${RES[@]}"
+  anchor cpu --warmup 0 --steps 1 --batch 2 --image-size 64
 else
   for b in "${BACKENDS[@]}"; do
     CAPTURE="$OUT/check-$b.md" run "$b" check 90 --check --config default,voc-small --check-batch 2 \
@@ -251,6 +290,7 @@ else
     run "$b" voc-small 70 --config voc-small --warmup 3 --steps 10 "${RES[@]}"
     run "$b" paper 100 --config paper --warmup 2 --steps 5 "${RES[@]}"
   done
+  anchor cuda --warmup 3 --steps 10
   for b in "${BACKENDS[@]}"; do
     run "$b" vg 80 --config vg --warmup 2 --steps 5 "${RES[@]}"
   done
@@ -277,6 +317,8 @@ note "done in $(( $(date +%s) - START )) s"
 [ ${#MISSING[@]} -eq 0 ] || { echo "missing:"; printf '  - %s\n' "${MISSING[@]}"; }
 echo "status:"; column -t "$OUT/status.tsv" 2>/dev/null || cat "$OUT/status.tsv"
 echo; echo "results ($OUT/results.md):"; cat "$OUT/results.md" 2>/dev/null || echo "  none"
+echo; echo "ratios ($OUT/ratios.md):"
+python3 "$ROOT/benches/gpu/ratios.py" "$OUT" || FAILED=1
 if [ ${#BACKENDS[@]} -eq 0 ]; then
   echo "error: no backend could run (see 'missing' above)" >&2
   exit 1
