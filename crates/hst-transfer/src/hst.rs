@@ -324,8 +324,12 @@ impl<B: Backend> Hst<B> {
         self.heads(feature_map)
     }
 
-    /// The heads on the trunk's feature map: SARL, then the IST head on the semantic features.
-    fn heads(&self, feature_map: Tensor<B, 4>) -> HstOutput<B> {
+    /// The heads on the trunk's feature map: SARL, then the IST head on the semantic features (the
+    /// reference's `HST.forward` after `featureMap = self.backbone(input)`).
+    ///
+    /// # Shapes
+    /// - feature_map: `[batch, in_channels, height, width]`
+    pub fn heads(&self, feature_map: Tensor<B, 4>) -> HstOutput<B> {
         let sarl = self.sarl.forward(feature_map);
         let cooccurrence = self
             .ist

@@ -16,6 +16,7 @@ pub mod ist;
 pub mod loss;
 pub mod pairs;
 pub mod pseudo_labels;
+pub mod reference;
 pub mod rng;
 
 pub use batch_labels::BatchLabels;

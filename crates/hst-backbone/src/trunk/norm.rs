@@ -71,7 +71,8 @@ pub fn batch_norm_eval<B: Backend>(bn: &BatchNorm<B>, input: Tensor<B, 4>) -> Te
 
 /// Training-mode BatchNorm, as burn's [`BatchNorm::forward`] on an autodiff backend: normalise with
 /// the batch mean and biased variance over `(batch, height, width)`, then `· gamma + beta`, and move
-/// the running statistics by `momentum` towards the batch statistics.
+/// the running statistics by `momentum` towards the batch statistics (the variance's unbiased estimate,
+/// as PyTorch does).
 ///
 /// # Shapes
 /// - `input`: `[batch, channels, height, width]`
@@ -92,6 +93,14 @@ pub fn batch_norm_train<B: Backend>(bn: &BatchNorm<B>, input: Tensor<B, 4>) -> T
     let centered = x.sub(per_row(mean.clone(), batch)); // [batch * channels, height * width]
     let var = channel_mean(centered.clone().square()); // [channels]
 
+    // The running variance moves towards the *unbiased* batch variance, as PyTorch's BatchNorm (and so the
+    // reference) does; burn's `BatchNorm::forward` uses the biased one. Normalisation uses the biased one.
+    let count = (batch * height * width) as f64;
+    let unbiased = if count > 1.0 {
+        count / (count - 1.0)
+    } else {
+        1.0
+    };
     let momentum = bn.momentum;
     let running_mean = bn.running_mean.value_sync().to_device(&device);
     let running_var = bn.running_var.value_sync().to_device(&device);
@@ -104,7 +113,7 @@ pub fn batch_norm_train<B: Backend>(bn: &BatchNorm<B>, input: Tensor<B, 4>) -> T
     bn.running_var.update(
         running_var
             .mul_scalar(1.0 - momentum)
-            .add(var.clone().detach().mul_scalar(momentum))
+            .add(var.clone().detach().mul_scalar(momentum * unbiased))
             .detach(),
     );
 
@@ -135,7 +144,9 @@ mod tests {
     }
 
     /// `batch_norm_train` against burn's `BatchNorm::forward` on an autodiff backend: output, running
-    /// statistics, input and parameter gradients.
+    /// statistics, input and parameter gradients. The running variance differs on purpose: ours moves
+    /// towards the unbiased batch variance (PyTorch), burn's towards the biased one, so burn's update is
+    /// rescaled by n / (n − 1) before the comparison.
     #[test]
     fn train_transform_matches_burn_batch_norm() {
         let device = Default::default();
@@ -188,7 +199,13 @@ mod tests {
                 host(bn.beta.val().grad(&grads).unwrap()),
             ]
         };
-        let (ours, burn) = (run(true), run(false));
+        let (ours, mut burn) = (run(true), run(false));
+        // burn: rv = (1 − m)·rv₀ + m·var_biased; PyTorch: (1 − m)·rv₀ + m·var_biased·n/(n − 1), n = 3·5·6.
+        let n = 90.0f32;
+        for (v, rv0) in burn[2].iter_mut().zip([3.5f32, 0.5, 1.0, 2.0]) {
+            let kept = 0.7 * rv0;
+            *v = kept + (*v - kept) * n / (n - 1.0);
+        }
         for (name, (a, b)) in [
             "output",
             "running mean",

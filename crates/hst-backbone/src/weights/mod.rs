@@ -138,7 +138,10 @@ impl KeyLayout {
 }
 
 /// Every tensor of a `.pth`/`.pt` or `.safetensors` file, keyed as in the file.
-fn read_snapshots(path: &Path) -> Result<Vec<TensorSnapshot>, BackboneError> {
+///
+/// # Errors
+/// [`BackboneError::Read`] / [`BackboneError::UnsupportedFormat`] when the file cannot be read.
+pub fn read_snapshots(path: &Path) -> Result<Vec<TensorSnapshot>, BackboneError> {
     let read_error = |message: String| BackboneError::Read {
         path: path.to_path_buf(),
         message,
@@ -184,18 +187,51 @@ fn read_snapshots(path: &Path) -> Result<Vec<TensorSnapshot>, BackboneError> {
 /// [`BackboneError::UnsupportedDtype`] for a non-f32 float tensor, [`BackboneError::Mismatch`]
 /// naming every missing, unexpected or wrong-shaped key.
 pub fn load<B: Backend, M: Module<B>>(
-    mut module: M,
+    module: M,
     path: &Path,
     layout: WeightLayout,
     has_head: bool,
 ) -> Result<M, BackboneError> {
-    let keys = layout.keys();
+    let options = LoadOptions {
+        has_head,
+        may_be_missing: None,
+    };
+    load_snapshots(module, read_snapshots(path)?, path, layout.keys(), &options)
+}
+
+/// Options of [`load_snapshots`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Whether the module has the layout's classifier head; without one, the file's head keys are ignored.
+    pub has_head: bool,
+    /// Module paths (a regex) that the file may lack, e.g. a trunk the file does not contain; they keep
+    /// the module's values. Every other missing path is an error.
+    pub may_be_missing: Option<&'static str>,
+}
+
+/// Load `snapshots` (read from `path`, named as `keys` says) into `module`: see the [module docs](self).
+/// A scalar (0-d) tensor of the file loads into a one-element parameter (`[1]`).
+///
+/// # Errors
+/// [`BackboneError::UnsupportedDtype`] for a non-f32 float tensor, [`BackboneError::Mismatch`] naming every
+/// missing, unexpected or wrong-shaped key (with the file's names).
+pub fn load_snapshots<B: Backend, M: Module<B>>(
+    mut module: M,
+    snapshots: Vec<TensorSnapshot>,
+    path: &Path,
+    keys: &KeyLayout,
+    options: &LoadOptions,
+) -> Result<M, BackboneError> {
+    let has_head = options.has_head;
     let ignored = Regex::new(keys.ignored).expect("valid regex");
     let head = Regex::new(keys.head).expect("valid regex");
+    let may_be_missing = options
+        .may_be_missing
+        .map(|r| Regex::new(r).expect("valid regex"));
 
     let mut kept = Vec::new();
     let mut dropped = 0usize;
-    for snapshot in read_snapshots(path)? {
+    for snapshot in snapshots {
         let key = snapshot.full_path();
         if ignored.is_match(&key) || (!has_head && head.is_match(&key)) {
             dropped += 1;
@@ -208,7 +244,11 @@ pub fn load<B: Backend, M: Module<B>>(
                 dtype: format!("{:?}", snapshot.dtype),
             });
         }
-        kept.push(snapshot);
+        kept.push(if snapshot.shape.num_dims() == 0 {
+            scalar_as_vector(snapshot)
+        } else {
+            snapshot
+        });
     }
 
     let remapper = KeyRemapper::from_patterns(keys.to_model.to_vec())
@@ -226,7 +266,12 @@ pub fn load<B: Backend, M: Module<B>>(
     let result = module.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), true);
 
     let mut mismatch = KeyMismatch {
-        missing: result.missing.iter().map(|(p, _)| name(p)).collect(),
+        missing: result
+            .missing
+            .iter()
+            .filter(|(p, _)| !may_be_missing.as_ref().is_some_and(|r| r.is_match(p)))
+            .map(|(p, _)| name(p))
+            .collect(),
         unexpected: result.unused.iter().map(|p| name(p)).collect(),
         ..KeyMismatch::default()
     };
@@ -261,6 +306,27 @@ pub fn load<B: Backend, M: Module<B>>(
         "loaded weights"
     );
     Ok(module)
+}
+
+/// A 0-d snapshot as a `[1]` one (PyTorch stores scalar parameters as 0-d tensors; Burn's are `[1]`).
+fn scalar_as_vector(snapshot: TensorSnapshot) -> TensorSnapshot {
+    let data = snapshot.clone_data_fn();
+    TensorSnapshot::from_closure(
+        std::rc::Rc::new(move || {
+            let d = data()?;
+            let dtype = d.dtype;
+            Ok(TensorData::from_bytes_vec(
+                d.into_bytes().to_vec(),
+                [1],
+                dtype,
+            ))
+        }),
+        snapshot.dtype,
+        burn::tensor::Shape::new([1]),
+        snapshot.path_stack.clone().unwrap_or_default(),
+        snapshot.container_stack.clone().unwrap_or_default(),
+        snapshot.tensor_id.unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]
