@@ -226,3 +226,30 @@ fn missing_cuda_library() -> Option<String> {
     }
     None
 }
+
+/// Why a training configuration is not verified on `backend`, or `None` when it is.
+///
+/// Verified means: its forward pass, every loss term and every gradient were checked against flex on this
+/// backend (`hst bench --check`, `tests/wgpu_smoke.rs`), flex itself being checked against the reference's
+/// fixtures. As of this version: flex and ndarray everything; WGPU/Vulkan ResNet trunks, frozen or trainable
+/// (checked on Mesa's lavapipe in CI, with the project's workarounds of two burn 0.21 WGPU bugs);
+/// EfficientNet-Lite on WGPU and anything on CUDA have not been checked.
+pub fn unverified_reason(
+    backend: BackendName,
+    trunk: &hst_backbone::trunk::TrunkConfig,
+) -> Option<String> {
+    use hst_backbone::trunk::TrunkKind;
+    match (backend, &trunk.kind) {
+        (BackendName::Flex | BackendName::Ndarray, _) => None,
+        (BackendName::Wgpu | BackendName::Vulkan, TrunkKind::ResNet(_)) => None,
+        (BackendName::Wgpu | BackendName::Vulkan, TrunkKind::EfficientNetLite(_)) => Some(format!(
+            "EfficientNet-Lite trunks have not been checked against flex on {backend}; check them first with \
+             `hst bench --check --backend {backend} --config voc-small`"
+        )),
+        (BackendName::Cuda, _) => Some(
+            "no configuration has been checked against flex on cuda yet; check yours first with \
+             `hst bench --check --backend cuda --config …`"
+                .to_string(),
+        ),
+    }
+}

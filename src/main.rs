@@ -462,6 +462,9 @@ fn train(
     resume: bool,
 ) -> Result<()> {
     let out = out.unwrap_or_else(|| default_run_dir(&config.preset));
+    if let Some(reason) = hst::backend::unverified_reason(backend, &config.model.trunk) {
+        eprintln!("warning: this configuration is not verified on {backend}: {reason}");
+    }
     let data = hst_train::data::load(&config.data)?;
     let stats = data.partial.partial().stats();
     eprintln!(

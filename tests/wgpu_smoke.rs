@@ -311,7 +311,8 @@ fn attention_pool_grads<B: burn::tensor::backend::AutodiffBackend>(
     let [batch, dim, h, w] = shape;
     let map = tensor::<B, 4>(map, shape, device).require_grad();
     let logits = tensor::<B, 3>(logits, [batch, classes, h * w], device).require_grad();
-    let x = map.clone().reshape([batch, dim, h * w]).swap_dims(1, 2); // [batch, hw, dim]
+    // The project's swap (a reshape for a unit dimension: see `swap_dims_then_reshape_with_unit_dims`).
+    let x = hst_backbone::kernels::swap_dims_1_2(map.clone().reshape([batch, dim, h * w])); // [batch, hw, dim]
     let attention = burn::tensor::activation::softmax(logits.clone(), 2);
     let features = attention.matmul(x); // [batch, classes, dim]
     let grads = (features.clone() * features.clone()).sum().backward();
@@ -327,8 +328,8 @@ fn attention_pool_backward_matches_flex() {
     let Some(gd) = wgpu_device() else { return };
     let mut rng = HostRng::new(13, 0);
     let mut failures = Vec::new();
-    // 1×1 maps hit the bug of `swap_dims_then_reshape_with_unit_dims`.
-    for (h, w) in [(1, 2), (2, 2)] {
+    // A 1×1 map hits the burn bug of `swap_dims_then_reshape_with_unit_dims`, which the project's swap avoids.
+    for (h, w) in [(1, 1), (1, 2), (2, 2)] {
         let shape = [2, 16, h, w];
         let map = rng.normals(shape.iter().product());
         let logits = rng.normals(2 * 5 * h * w);
@@ -345,62 +346,81 @@ fn attention_pool_backward_matches_flex() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Once wrong on burn 0.21's WGPU backend (lavapipe, Mesa 22.3.6, a build of 2026-11-26): the input gradient of a
-/// 1×1 stride-2 convolution — ResNet's downsample shortcut — came out all zeros for 4×4 → 2×2 and 8×8 → 4×4. It
-/// passes in the builds of 2026-11-27 (wgpu alone and cuda+wgpu). CubeCL picks kernels by timing them
-/// (autotuning), so a faulty candidate can win on one run and not on another; the test stays out of CI until the
-/// cause is known (see BENCHMARKS.md). Run it with
-/// `cargo test --release --features wgpu --test wgpu_smoke -- --ignored`.
+/// burn 0.21's WGPU backend gets the input gradient of a 1×1 stride-2 convolution — ResNet's downsample
+/// shortcut — wrong (all zeros for 4×4 → 2×2 and 8×8 → 4×4 on lavapipe, Mesa 22.3.6, builds of 2026-11-26 and
+/// 2026-12-01; the trunk gradients of `hst bench --check --config default` were wrong the same way on an H100).
+/// The project runs that convolution as a subsample + matmul (`hst_backbone::kernels::pointwise_conv2d`, used
+/// by the downsample shortcut); this checks that path on WGPU against flex: output, input, weight and bias
+/// gradients.
 #[test]
-#[ignore = "seen wrong once on burn 0.21 WGPU (1x1 stride-2 conv input gradient), not reproduced since (see BENCHMARKS.md)"]
 fn conv2d_1x1_stride2_input_gradient() {
+    use burn::nn::conv::Conv2dConfig;
     let Some(gd) = wgpu_device() else { return };
     let mut rng = HostRng::new(11, 1);
     let mut failures = Vec::new();
+    fn grads<B: burn::tensor::backend::AutodiffBackend>(
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        (x_shape, w_shape): ([usize; 4], [usize; 4]),
+        device: &B::Device,
+    ) -> [Vec<f32>; 4] {
+        let mut conv = Conv2dConfig::new([w_shape[1], w_shape[0]], [1, 1])
+            .with_stride([2, 2])
+            .init::<B>(device);
+        conv.weight = burn::module::Param::from_tensor(tensor::<B, 4>(w, w_shape, device));
+        conv.bias = Some(burn::module::Param::from_tensor(tensor::<B, 1>(
+            bias,
+            [w_shape[0]],
+            device,
+        )));
+        let x = tensor::<B, 4>(x, x_shape, device).require_grad();
+        let y = hst_backbone::kernels::pointwise_conv2d(&conv, x.clone());
+        let g = (y.clone() * y.clone()).sum().backward();
+        [
+            to_vec(y),
+            to_vec(x.grad(&g).unwrap()),
+            to_vec(conv.weight.val().grad(&g).unwrap()),
+            to_vec(conv.bias.as_ref().unwrap().val().grad(&g).unwrap()),
+        ]
+    }
     for (name, x_shape, w_shape) in [
         ("4x4 to 2x2", [2, 16, 4, 4], [32, 16, 1, 1]),
         ("8x8 to 4x4", [2, 8, 8, 8], [16, 8, 1, 1]),
+        ("7x7 to 4x4", [2, 8, 7, 7], [16, 8, 1, 1]),
     ] {
         let x = rng.normals(x_shape.iter().product());
         let w = rng.normals(w_shape.iter().product());
         let bias = rng.normals(w_shape[0]);
-        let options = || ConvOptions::new([2, 2], [0, 0], [1, 1], 1);
-        let got = conv2d_grads::<Autodiff<G>>(&x, &w, &bias, (x_shape, w_shape), options(), &gd);
-        let want = conv2d_grads::<Autodiff<C>>(
-            &x,
-            &w,
-            &bias,
-            (x_shape, w_shape),
-            options(),
-            &Default::default(),
-        );
-        failures.extend(differs(
-            &format!("conv2d 1x1/s2 {name} input grad"),
-            &got[1],
-            &want[1],
-        ));
+        let got = grads::<Autodiff<G>>(&x, &w, &bias, (x_shape, w_shape), &gd);
+        let want = grads::<Autodiff<C>>(&x, &w, &bias, (x_shape, w_shape), &Default::default());
+        for (part, (g, c)) in ["output", "input grad", "weight grad", "bias grad"]
+            .iter()
+            .zip(got.iter().zip(&want))
+        {
+            failures.extend(differs(
+                &format!("pointwise conv 1x1/s2 {name} {part}"),
+                g,
+                c,
+            ));
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Known wrong result of burn 0.21's WGPU backend (seen on lavapipe, Mesa 22.3.6): a `[2, 1, 16]` tensor
-/// swapped to `[2, 16, 1]` and reshaped to `[2, 16, 1, 1]` keeps only its first values (the rest are 0 or
-/// shuffled). SARL's attention pooling does exactly this in its backward pass when the trunk's output map is
-/// 1×1 (inputs of 32 px), so the trunk then gets wrong gradients. Larger maps are not affected. Run it with
-/// `cargo test --release --features wgpu --test wgpu_smoke -- --ignored`.
+/// burn 0.21's WGPU backend (lavapipe, Mesa 22.3.6) gets this wrong: a `[2, 1, 16]` tensor swapped to
+/// `[2, 16, 1]` and reshaped to `[2, 16, 1, 1]` keeps only its first values. SARL's attention pooling does
+/// exactly this in its backward pass when the trunk's output map is 1×1. The project swaps a unit dimension
+/// with a reshape instead (`hst_backbone::kernels::swap_dims_1_2`); this checks that on WGPU against flex.
 #[test]
-#[ignore = "known burn 0.21 WGPU bug: swap_dims + reshape with unit dimensions (see BENCHMARKS.md)"]
 fn swap_dims_then_reshape_with_unit_dims() {
     let Some(gd) = wgpu_device() else { return };
     let mut rng = HostRng::new(17, 0);
     let x = rng.normals(2 * 16);
+    let swap = hst_backbone::kernels::swap_dims_1_2;
     assert_close(
-        "swap_dims(1, 2) + reshape of [2, 1, 16]",
-        to_vec(
-            tensor::<G, 3>(&x, [2, 1, 16], &gd)
-                .swap_dims(1, 2)
-                .reshape([2, 16, 1, 1]),
-        ),
+        "swap_dims_1_2 + reshape of [2, 1, 16]",
+        to_vec(swap(tensor::<G, 3>(&x, [2, 1, 16], &gd)).reshape([2, 16, 1, 1])),
         to_vec(
             tensor::<C, 3>(&x, [2, 1, 16], &Default::default())
                 .swap_dims(1, 2)
@@ -410,14 +430,13 @@ fn swap_dims_then_reshape_with_unit_dims() {
 }
 
 /// A tiny HST: ResNet-10 layout at base width 4 with conv1…layer3 frozen, SARL with D = 16, 5 classes, 64×64
-/// inputs (a 2×2 output map: 1×1 hits the bug of `swap_dims_then_reshape_with_unit_dims`), batch 2.
+/// inputs (a 2×2 output map), batch 2.
 fn tiny_spec() -> BenchSpec {
     let mut spec = BenchPreset::Default.spec();
     let model = &mut spec.config.model;
     model.trunk = TrunkConfig::resnet_layout(ResNetLayout::new(BlockKind::Basic, [1, 1, 1, 1]))
         .with_base_width(4)
-        // The paper's freezing (conv1…layer3): the gradient never crosses a 1×1 stride-2 downsample, whose
-        // input gradient is wrong on WGPU (`conv2d_1x1_stride2_input_gradient`).
+        // The paper's freezing (conv1…layer3); `tiny_hst_trainable_trunk_matches_flex` trains it all.
         .with_frozen_stages(3);
     model.sarl = SarlConfig::new(0, 0, 8)
         .with_pool(false)
@@ -436,12 +455,9 @@ fn tiny_hst_matches_flex() {
     tiny_hst_check(tiny_spec());
 }
 
-/// The tiny HST with the whole trunk trainable (`frozen_stages = 0`), as the embedded main job trains it. Passes on
-/// lavapipe, but `hst bench --check --config default --backend wgpu` (the same layout at width 16, 20 classes)
-/// finds the trunk gradients wrong on lavapipe and on an H100 (see BENCHMARKS.md): kept out of CI until the
-/// faulty kernel is found. Run it with `cargo test --release --features wgpu --test wgpu_smoke -- --ignored`.
+/// The tiny HST with the whole trunk trainable (`frozen_stages = 0`), as the embedded main job trains it: the
+/// trunk gradient crosses every downsample shortcut (`conv2d_1x1_stride2_input_gradient`).
 #[test]
-#[ignore = "trunk gradients of the larger default configuration disagree on WGPU (see BENCHMARKS.md)"]
 fn tiny_hst_trainable_trunk_matches_flex() {
     let mut spec = tiny_spec();
     spec.config.model.trunk = spec.config.model.trunk.clone().with_frozen_stages(0);

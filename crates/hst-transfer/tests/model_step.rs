@@ -144,8 +144,17 @@ struct Report {
     worst_gradient: (f64, String),
 }
 
+/// How a tensor is compared.
+#[derive(Clone, Copy)]
+enum Metric {
+    /// max |a − b| / max |b| ≤ [`OUTPUT_TOLERANCE`].
+    Output,
+    /// ‖a − b‖ / ‖b‖ ≤ [`GRADIENT_TOLERANCE`].
+    Gradient,
+}
+
 impl Report {
-    fn output(&mut self, name: &str, got: &[f32], want: &[f32]) {
+    fn compare(&mut self, metric: Metric, name: &str, got: &[f32], want: &[f32]) {
         self.checked += 1;
         if got.len() != want.len() {
             self.failures.push(format!(
@@ -155,14 +164,35 @@ impl Report {
             ));
             return;
         }
-        let d = max_relative(got, want);
-        if d > self.worst_output.0 {
-            self.worst_output = (d, name.to_string());
+        let (d, tolerance, worst, what) = match metric {
+            Metric::Output => (
+                max_relative(got, want),
+                OUTPUT_TOLERANCE,
+                &mut self.worst_output,
+                "max relative",
+            ),
+            Metric::Gradient => (
+                l2_relative(got, want),
+                GRADIENT_TOLERANCE,
+                &mut self.worst_gradient,
+                "relative L2",
+            ),
+        };
+        if d > worst.0 {
+            *worst = (d, name.to_string());
         }
-        if !(d <= OUTPUT_TOLERANCE) {
+        if d.is_nan() || d > tolerance {
             self.failures
-                .push(format!("{name}: max relative difference {d:.2e}"));
+                .push(format!("{name}: {what} difference {d:.2e}"));
         }
+    }
+
+    fn output(&mut self, name: &str, got: &[f32], want: &[f32]) {
+        self.compare(Metric::Output, name, got, want);
+    }
+
+    fn gradient(&mut self, name: &str, got: &[f32], want: &[f32]) {
+        self.compare(Metric::Gradient, name, got, want);
     }
 
     fn exact(&mut self, name: &str, got: &[f32], want: &[f32]) {
@@ -170,26 +200,6 @@ impl Report {
         if got != want {
             self.failures
                 .push(format!("{name}: differs (must be exact)"));
-        }
-    }
-
-    fn gradient(&mut self, name: &str, got: &[f32], want: &[f32]) {
-        self.checked += 1;
-        if got.len() != want.len() {
-            self.failures.push(format!(
-                "{name}: {} values, reference {}",
-                got.len(),
-                want.len()
-            ));
-            return;
-        }
-        let d = l2_relative(got, want);
-        if d > self.worst_gradient.0 {
-            self.worst_gradient = (d, name.to_string());
-        }
-        if !(d <= GRADIENT_TOLERANCE) {
-            self.failures
-                .push(format!("{name}: relative L2 difference {d:.2e}"));
         }
     }
 }

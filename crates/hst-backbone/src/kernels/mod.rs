@@ -257,31 +257,33 @@ pub fn depthwise_conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor
     depthwise_conv2d_composed(float(x), float(weight), conv.stride, padding)
 }
 
-/// Whether `conv` is a pointwise convolution [`pointwise_conv2d`] runs as a matmul: 1×1 kernel, stride 1,
+/// Whether `conv` is a pointwise convolution [`pointwise_conv2d`] runs as a matmul: 1×1 kernel, any stride,
 /// no padding, dilation 1, one group.
 pub fn is_pointwise<B: Backend>(conv: &Conv2d<B>) -> bool {
-    conv.kernel_size == [1, 1]
-        && conv.stride == [1, 1]
-        && conv.dilation == [1, 1]
-        && conv.groups == 1
-        && matches!(
-            conv.padding,
-            PaddingConfig2d::Valid | PaddingConfig2d::Same | PaddingConfig2d::Explicit(0, 0, 0, 0)
-        )
+    let no_padding = match conv.padding {
+        PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0) => true,
+        PaddingConfig2d::Same => conv.stride == [1, 1],
+        _ => false,
+    };
+    conv.kernel_size == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1 && no_padding
 }
 
 /// `conv.forward(x)` for a pointwise convolution ([`is_pointwise`]) as one batched matmul on views:
-/// `weight [1, out, in] × x [batch, in, h·w]`. No im2col and no layout change forward, and its backward is
-/// two matmuls (burn's convolution backward goes through a transposed convolution and transposed copies);
-/// every other convolution runs `conv.forward`.
+/// `weight [1, out, in] × x [batch, in, h·w]`, after keeping every `stride`-th row and column for a
+/// strided one (ResNet's downsample shortcut). No im2col and no layout change forward, and its backward is
+/// two matmuls (plus a strided copy back for a strided one); every other convolution runs `conv.forward`.
+///
+/// The strided form also works around a burn 0.21 WGPU bug: the input gradient of its 1×1 stride-2
+/// convolution comes out all zeros (seen on lavapipe and on an H100; `tests/wgpu_smoke.rs`).
 ///
 /// # Shapes
 /// - `x`: `[batch, in, h, w]`
-/// - output: `[batch, out, h, w]`
+/// - output: `[batch, out, ⌈h / stride⌉, ⌈w / stride⌉]`
 pub fn pointwise_conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     if !is_pointwise(conv) {
         return conv.forward(x);
     }
+    let x = subsample(x, conv.stride);
     let [batch, channels_in, h, w] = x.dims();
     let [channels_out, _, _, _] = conv.weight.dims();
     let weight = conv.weight.val().reshape([1, channels_out, channels_in]); // [1, out, in]
@@ -290,6 +292,48 @@ pub fn pointwise_conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor
         out = out + bias.val().reshape([1, channels_out, 1]);
     }
     out.reshape([batch, channels_out, h, w])
+}
+
+/// Rows and columns `0, s, 2s, …` of `x` (what a 1×1 convolution with stride `s` and no padding reads):
+/// zero-padded to a multiple of the stride, split into `[h / s, s]` and `[w / s, s]` and sliced at 0, so
+/// only reshapes and plain slices are used (no stepped slice).
+///
+/// # Shapes
+/// - `x`: `[batch, channels, h, w]`
+/// - output: `[batch, channels, ⌈h / sh⌉, ⌈w / sw⌉]`
+fn subsample<B: Backend>(x: Tensor<B, 4>, [sh, sw]: [usize; 2]) -> Tensor<B, 4> {
+    if sh == 1 && sw == 1 {
+        return x;
+    }
+    let [batch, channels, h, w] = x.dims();
+    let (oh, ow) = (h.div_ceil(sh), w.div_ceil(sw));
+    let x = if oh * sh != h || ow * sw != w {
+        x.pad(
+            (0, ow * sw - w, 0, oh * sh - h),
+            burn::tensor::ops::PadMode::Constant(0.0),
+        )
+    } else {
+        x
+    };
+    x.reshape([batch * channels, oh, sh, ow, sw])
+        .slice([0..batch * channels, 0..oh, 0..1, 0..ow, 0..1])
+        .reshape([batch, channels, oh, ow])
+}
+
+/// `x.swap_dims(1, 2)`, as a reshape when dimension 1 or 2 has size 1 (the same values in the same order).
+/// Works around a burn 0.21 WGPU bug: a swap of a unit dimension followed by a reshape keeps only the first
+/// values (`tests/wgpu_smoke.rs`), which SARL's attention pooling hits on a 1×1 feature map.
+///
+/// # Shapes
+/// - `x`: `[a, b, c]`
+/// - output: `[a, c, b]`
+pub fn swap_dims_1_2<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [a, b, c] = x.dims();
+    if b == 1 || c == 1 {
+        x.reshape([a, c, b])
+    } else {
+        x.swap_dims(1, 2)
+    }
 }
 
 /// Move `value` into type `T` when it already is a `T` (a type-checked, copy-free identity cast).
@@ -516,16 +560,30 @@ mod tests {
     fn pointwise_matches_burn_conv2d_forward_and_gradients() {
         use burn::nn::conv::Conv2dConfig;
         let device = Default::default();
-        for bias in [false, true] {
+        // Stride 1 with and without bias; stride 2 (ResNet's downsample) on even and odd maps; stride 3.
+        for (bias, stride, [h, w]) in [
+            (false, 1, [4, 6]),
+            (true, 1, [4, 6]),
+            (false, 2, [4, 6]),
+            (false, 2, [5, 7]),
+            (true, 3, [7, 4]),
+        ] {
+            let padding = if stride == 1 {
+                PaddingConfig2d::Same
+            } else {
+                PaddingConfig2d::Valid
+            };
             let conv = Conv2dConfig::new([5, 7], [1, 1])
-                .with_padding(PaddingConfig2d::Same)
+                .with_stride([stride, stride])
+                .with_padding(padding)
                 .with_bias(bias)
                 .init::<AB>(&device);
             assert!(is_pointwise(&conv));
-            let x = Tensor::<AB, 4>::random([3, 5, 4, 6], Distribution::Normal(0.0, 1.0), &device)
+            let x = Tensor::<AB, 4>::random([3, 5, h, w], Distribution::Normal(0.0, 1.0), &device)
                 .require_grad();
             let ours = pointwise_conv2d(&conv, x.clone());
             let theirs = conv.forward(x.clone());
+            assert_eq!(ours.dims(), theirs.dims(), "stride {stride}, {h}x{w}");
             let upstream = Tensor::<AB, 4>::random(ours.dims(), Distribution::Default, &device);
             let tol = Tolerance::<f32>::relative(1e-4).set_absolute(1e-5);
             ours.clone()
@@ -550,9 +608,23 @@ mod tests {
                     .assert_approx_eq::<f32>(&b.grad(&g2).unwrap().into_data(), tol);
             }
         }
-        let strided = Conv2dConfig::new([5, 7], [1, 1])
+        let padded = Conv2dConfig::new([5, 7], [1, 1])
             .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init::<AB>(&device);
-        assert!(!is_pointwise(&strided));
+        assert!(!is_pointwise(&padded));
+    }
+
+    #[test]
+    fn swap_dims_1_2_with_unit_dims_is_a_swap() {
+        let device = Default::default();
+        for shape in [[2, 1, 5], [2, 5, 1], [2, 3, 4], [1, 1, 1]] {
+            let n = shape.iter().product::<usize>();
+            let values: Vec<f32> = (0..n).map(|v| v as f32).collect();
+            let x = Tensor::<TB, 3>::from_data(TensorData::new(values, shape), &device);
+            swap_dims_1_2(x.clone())
+                .into_data()
+                .assert_eq(&x.swap_dims(1, 2).into_data(), true);
+        }
     }
 }

@@ -81,7 +81,7 @@ impl<B: Backend> SemanticDecoupling<B> {
         let [classes, _embed] = word_vectors.dims();
         let locations = height * width;
 
-        let x = feature_map.reshape([batch, dim, locations]).swap_dims(1, 2); // [batch, hw, dim]
+        let x = crate::kernels::swap_dims_1_2(feature_map.reshape([batch, dim, locations])); // [batch, hw, dim]
         let image = linear_rows(&self.image_projection, x.clone()); // [batch, hw, d]
         let word = self.word_projection.forward(word_vectors); // [classes, d]
         let attention_dim = word.dims()[1];
@@ -106,7 +106,7 @@ impl<B: Backend> SemanticDecoupling<B> {
             word,
             folded_weight,
         ) + folded_bias.unsqueeze::<2>(); // [batch * hw, classes]
-        let logits = logits.reshape([batch, locations, classes]).swap_dims(1, 2); // [batch, classes, hw]
+        let logits = crate::kernels::swap_dims_1_2(logits.reshape([batch, locations, classes])); // [batch, classes, hw]
         let attention = softmax(logits, 2); // [batch, classes, hw]
         let features = attention.clone().matmul(x); // [batch, classes, dim]
         (features, attention)

@@ -69,7 +69,12 @@ impl<B: Backend> Downsample<B> {
     /// - `input`: `[batch, in, height, width]`
     /// - output: `[batch, out, height / stride, width / stride]`
     pub fn forward(&self, input: Tensor<B, 4>, frozen: bool) -> Tensor<B, 4> {
-        batch_norm(&self.bn, self.conv.forward(input), frozen)
+        // A matmul on the subsampled input, not burn's strided 1×1 conv (see `pointwise_conv2d`).
+        batch_norm(
+            &self.bn,
+            crate::kernels::pointwise_conv2d(&self.conv, input),
+            frozen,
+        )
     }
 }
 
