@@ -140,7 +140,11 @@ impl InstanceContrastiveLoss {
                         .select(0, index_tensor::<B>(&chosen, &device)),
                 );
                 let top = n.min(list.len());
-                largest_sums.push(sum_of_largest(values, top));
+                // The `top` largest terms. Burn has no device sort on the GPU backends (its default sort
+                // reads the tensor back); a device-side bisection for this selection (no read) crashed
+                // burn-cubecl-fusion 0.21 on WGPU, so the sort stays: on CubeCL backends this is the one
+                // device read of a training step (only when a batch has positive–positive terms).
+                largest_sums.push(values.sort_descending(0).slice(0..top).sum());
                 count += keep + top;
             } else {
                 count += list.len();
@@ -155,104 +159,9 @@ impl InstanceContrastiveLoss {
     }
 }
 
-/// Bisection steps of [`sum_of_largest`]: the bracket starts at most 3 wide (the terms lie in [0, 2]) and
-/// halves each step, 3·2⁻⁴⁰ ≈ 3e-12 after 40 (the bracket stops shrinking once its ends are adjacent floats).
-const BISECTION_STEPS: usize = 40;
-
-/// The sum of the `k` largest entries of `values` (`1 ≤ k ≤ len`), with the gradient of that selection,
-/// computed on the device without a sort (Burn's sort reads the tensor back to the host on the GPU
-/// backends, and CPU backends have no top-k).
-///
-/// A bisection on the threshold `t` keeps `count(v > lo) ≥ k > count(v > hi)`; the entries above the final
-/// `hi` (fewer than `k`) are all among the `k` largest, and the remaining places are filled with the
-/// largest entry not above `hi`, which is the `k`-th largest. Ties at the boundary give the same sum as a
-/// sort.
-///
-/// # Shapes
-/// - values: `[len]`
-/// - output: `[1]`
-pub(crate) fn sum_of_largest<B: Backend>(values: Tensor<B, 1>, k: usize) -> Tensor<B, 1> {
-    let v = values.clone().detach(); // [len]
-    let k = k as f64;
-    let mut lo = v.clone().min() - 1.0; // [1]: count(v > lo) = len ≥ k
-    let mut hi = v.clone().max(); // [1]: count(v > hi) = 0 < k
-    for _ in 0..BISECTION_STEPS {
-        let mid = (lo.clone() + hi.clone()) * 0.5; // [1]
-        let above = v
-            .clone()
-            .greater(mid.clone().expand(v.dims()))
-            .float()
-            .sum(); // [1]
-        let enough = above.greater_equal_elem(k).float(); // [1]: 1 → the k-th largest is above mid
-        lo = enough.clone() * mid.clone() + (enough.clone().neg() + 1.0) * lo;
-        hi = enough.clone() * hi + (enough.neg() + 1.0) * mid;
-    }
-    let above = v.greater(hi.expand(values.dims())); // [len]
-    let filled = (above.clone().float().sum().neg() + k).detach(); // [1]: k − count(v > hi) ≥ 1
-    let top = values
-        .clone()
-        .mask_fill(above.clone().bool_not(), 0.0)
-        .sum(); // [1]
-    let kth = values.mask_fill(above, f32::NEG_INFINITY).max(); // [1]
-    top + kth * filled
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sum_of_largest_equals_a_sort_with_its_gradient() {
-        type AB = burn::backend::Autodiff<TB>;
-        let device = Default::default();
-        let mut rng = SplitMix64::new(5);
-        for len in [1usize, 2, 7, 300] {
-            // Values in [0, 2] as the loss's terms, some repeated to make ties.
-            let mut host: Vec<f32> = (0..len)
-                .map(|_| (rng.next_u64() % 20_000) as f32 / 10_000.0)
-                .collect();
-            if len > 4 {
-                host[1] = host[0];
-                host[3] = host[2];
-            }
-            let mut sorted = host.clone();
-            sorted.sort_by(|a, b| b.total_cmp(a));
-            for k in [1, len.div_ceil(2), len] {
-                let values = Tensor::<AB, 1>::from_floats(host.as_slice(), &device).require_grad();
-                let sum = sum_of_largest(values.clone(), k);
-                let expected: f32 = sorted[..k].iter().sum();
-                let got = sum.clone().into_scalar();
-                assert!(
-                    (got - expected).abs() <= 1e-5 * expected.abs().max(1.0),
-                    "len {len} k {k}: {got} vs {expected}"
-                );
-                // Gradient: one per selected entry; `k` in all, and 1 on every entry above the k-th value.
-                let g: Vec<f32> = values
-                    .grad(&sum.backward())
-                    .unwrap()
-                    .into_data()
-                    .to_vec()
-                    .unwrap();
-                assert_eq!(g.iter().sum::<f32>(), k as f32, "len {len} k {k}");
-                for (v, g) in host.iter().zip(&g) {
-                    if *v > sorted[k - 1] {
-                        assert_eq!(*g, 1.0, "len {len} k {k}: entry {v} above the k-th");
-                    } else if *v < sorted[k - 1] {
-                        assert_eq!(*g, 0.0, "len {len} k {k}: entry {v} below the k-th");
-                    }
-                }
-            }
-        }
-    }
-
-    type TB = burn::backend::Flex;
-
-    fn cos(a: &[f32], b: &[f32]) -> f32 {
-        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-        let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-        dot / (na * nb)
-    }
 
     #[test]
     fn no_pos_pos_is_plain_mean() {
