@@ -163,6 +163,14 @@ impl InstanceContrastiveLoss {
 mod tests {
     use super::*;
 
+    type TB = burn::backend::Flex;
+
+    fn cos(a: &[f32], b: &[f32]) -> f32 {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+        dot / (na * nb)
+    }
     #[test]
     fn no_pos_pos_is_plain_mean() {
         let device = Default::default();
