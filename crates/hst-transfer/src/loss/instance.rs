@@ -115,14 +115,10 @@ impl InstanceContrastiveLoss {
         }
 
         let gather = |idx: &[usize]| cosine.clone().select(0, index_tensor::<B>(idx, &device));
-        // The mean of the kept terms, as (sum of the kept terms) / (their number, known on the host).
-        let mut vectors = Vec::new();
-        let mut largest_sums = Vec::new();
-        let mut count = 0usize;
+        let mut terms = Vec::new();
         let n = pos_pos.len();
         if n > 0 {
-            vectors.push(gather(&pos_pos).neg() + 1.0);
-            count += n;
+            terms.push(gather(&pos_pos).neg() + 1.0);
         }
         let mut rng = SplitMix64::new(seed);
         for list in [&pos_neg, &neg_neg] {
@@ -134,7 +130,7 @@ impl InstanceContrastiveLoss {
                 let keep = (self.random_factor * n).min(list.len());
                 let chosen: Vec<usize> =
                     rng.permutation(list.len()).into_iter().take(keep).collect();
-                vectors.push(
+                terms.push(
                     values
                         .clone()
                         .select(0, index_tensor::<B>(&chosen, &device)),
@@ -144,18 +140,12 @@ impl InstanceContrastiveLoss {
                 // reads the tensor back); a device-side bisection for this selection (no read) crashed
                 // burn-cubecl-fusion 0.21 on WGPU, so the sort stays: on CubeCL backends this is the one
                 // device read of a training step (only when a batch has positive–positive terms).
-                largest_sums.push(values.sort_descending(0).slice(0..top).sum());
-                count += keep + top;
+                terms.push(values.sort_descending(0).slice(0..top));
             } else {
-                count += list.len();
-                vectors.push(values);
+                terms.push(values);
             }
         }
-        let mut sum = Tensor::cat(vectors, 0).sum(); // [1]
-        for s in largest_sums {
-            sum = sum + s;
-        }
-        sum / count as f64
+        Tensor::cat(terms, 0).mean()
     }
 }
 
@@ -171,6 +161,7 @@ mod tests {
         let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
         dot / (na * nb)
     }
+
     #[test]
     fn no_pos_pos_is_plain_mean() {
         let device = Default::default();
