@@ -384,23 +384,13 @@ impl BenchArgs {
     /// # Errors
     /// A zero batch, size, class count or step count, or more than 4 frozen stages.
     pub fn specs(&self) -> Result<Vec<BenchSpec>> {
-        for (what, v) in [
-            ("--batch", self.batch),
-            ("--image-size", self.image_size),
-            ("--classes", self.classes),
-            ("--steps", self.steps),
-        ] {
+        for (what, v) in [("--classes", self.classes), ("--steps", self.steps)] {
             if v == Some(0) {
                 bail!("{what} must be at least 1");
             }
         }
         if self.classes == Some(1) {
             bail!("--classes must be at least 2 (IST works on class pairs)");
-        }
-        if let Some(size) = self.image_size {
-            if size < 32 {
-                bail!("--image-size must be at least 32 (the trunk downsamples 32×), got {size}");
-            }
         }
         if self.frozen_stages.is_some_and(|k| k > 4) {
             bail!("--frozen-stages must be in 0..=4");
@@ -412,13 +402,7 @@ impl BenchArgs {
         }
         let mut specs = Vec::new();
         for preset in &self.configs {
-            let mut spec = preset.spec();
-            if let Some(size) = self.image_size {
-                spec = spec.with_image_size(size);
-            }
-            if let Some(b) = self.batch {
-                spec.batch = b;
-            }
+            let mut spec = sized_spec(*preset, self.image_size, self.batch)?;
             if let Some(c) = self.classes {
                 spec.classes = c;
             }
@@ -439,6 +423,31 @@ impl BenchArgs {
         }
         Ok(specs)
     }
+}
+
+/// `preset`'s benchmark configuration with the `--image-size` and `--batch` overrides, checked.
+///
+/// # Errors
+/// A batch of 0 or an image side under 32 pixels.
+pub(crate) fn sized_spec(
+    preset: BenchPreset,
+    image_size: Option<usize>,
+    batch: Option<usize>,
+) -> Result<BenchSpec> {
+    if batch == Some(0) {
+        bail!("--batch must be at least 1");
+    }
+    let mut spec = preset.spec();
+    if let Some(size) = image_size {
+        if size < 32 {
+            bail!("--image-size must be at least 32 (the trunk downsamples 32×), got {size}");
+        }
+        spec = spec.with_image_size(size);
+    }
+    if let Some(b) = batch {
+        spec.batch = b;
+    }
+    Ok(spec)
 }
 
 /// `hst bench`: measure the selected configurations on `backend` (or `--check` it against another backend),

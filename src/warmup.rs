@@ -15,7 +15,9 @@ use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::{run_on, BackendJob, BackendName};
-use crate::bench::{adam, bench_inputs, build_model, sync, BenchConstants, BenchPreset, BenchSpec};
+use crate::bench::{
+    adam, bench_inputs, build_model, sized_spec, sync, BenchConstants, BenchPreset, BenchSpec,
+};
 
 /// Arguments of `hst warmup`.
 #[derive(clap::Args, Debug, Clone)]
@@ -131,7 +133,7 @@ impl BackendJob for WarmupJob<'_> {
             step_seconds.push(t.elapsed().as_secs_f64());
             bar.inc(1);
             bar.set_message(format!("last step {:.2} s", step_seconds[i]));
-            if i + 1 >= 2 && settled(&step_seconds) {
+            if settled(&step_seconds) {
                 break;
             }
         }
@@ -151,23 +153,11 @@ impl BackendJob for WarmupJob<'_> {
 /// # Errors
 /// Bad arguments, a backend that cannot start, a failing step.
 pub fn run_warmup(args: &WarmupArgs, backend: BackendName) -> Result<()> {
-    if args.batch == Some(0) {
-        bail!("--batch must be at least 1");
-    }
-    if let Some(size) = args.image_size.filter(|s| *s < 32) {
-        bail!("--image-size must be at least 32 (the trunk downsamples 32×), got {size}");
-    }
     if args.max_steps == 0 {
         bail!("--max-steps must be at least 1");
     }
     for preset in &args.configs {
-        let mut spec = preset.spec();
-        if let Some(size) = args.image_size {
-            spec = spec.with_image_size(size);
-        }
-        if let Some(b) = args.batch {
-            spec.batch = b;
-        }
+        let spec = sized_spec(*preset, args.image_size, args.batch)?;
         let job = WarmupJob {
             spec: &spec,
             max_steps: args.max_steps,
