@@ -9,6 +9,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use hst_data::{BatchMode, HstBatcher};
 use hst_train::data::RunData;
+use hst_train::import::{import_reference, ImportedRun};
 use hst_train::trainer::{evaluate, load_run_model, Evaluation};
 use hst_train::{RunSummary, TrainConfig, TrainError, TrainObserver, TrainOptions};
 
@@ -75,6 +76,32 @@ impl BackendJob for EvalJob<'_> {
             config.drop_last_test_batch,
             &device,
             || {},
+        )
+    }
+}
+
+/// Turn an HST checkpoint of the authors' code into a run folder ([`hst_train::import::import_reference`]).
+pub struct ImportJob<'a> {
+    /// The run configuration the checkpoint was trained with (architecture and dataset).
+    pub config: TrainConfig,
+    /// Its data (class names; what the checkpoint lacks).
+    pub data: &'a RunData,
+    /// The reference checkpoint (`.pth` or `.safetensors`).
+    pub checkpoint: PathBuf,
+    /// The new run folder.
+    pub out: PathBuf,
+}
+
+impl BackendJob for ImportJob<'_> {
+    type Output = Result<ImportedRun, TrainError>;
+
+    fn run<B: AutodiffBackend>(self, _: BackendName, device: B::Device) -> Self::Output {
+        import_reference::<B>(
+            &self.config,
+            self.data,
+            &self.checkpoint,
+            &self.out,
+            &device,
         )
     }
 }

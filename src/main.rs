@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hst::backend::{run_on, BackendJob, BackendName};
-use hst::jobs::{default_run_dir, EvalJob, PredictJob, TrainJob};
+use hst::jobs::{default_run_dir, EvalJob, ImportJob, PredictJob, TrainJob};
 use hst::progress::ProgressObserver;
 use hst_data::label_file::{read_label_csv, write_label_csv};
 use hst_data::{EmbeddedDataset, PartialLabels};
@@ -135,6 +135,20 @@ enum Command {
         /// Image files.
         #[arg(required = true)]
         images: Vec<PathBuf>,
+    },
+    /// Turn an HST checkpoint of the authors' PyTorch code (HCP-MLR-PL `HST.py`, e.g. Checkpoint_Best.pth)
+    /// into a run folder for `eval`, `predict` and `train --resume`.
+    Import {
+        /// The reference checkpoint: `.pth` as the authors' code saves it (optionally wrapped in
+        /// `state_dict` and `module.`), or `.safetensors` with the same keys.
+        #[arg(long, value_name = "FILE")]
+        reference: PathBuf,
+        /// The configuration the checkpoint was trained with (architecture and dataset; required).
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The new run folder.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
     /// Make or inspect partial-label files (CSV rows of -1/0/1, the reference's format).
     #[command(subcommand)]
@@ -364,6 +378,48 @@ fn run(cli: Cli) -> Result<()> {
                     println!("{}\t{}", p.image.display(), shown.join(", "));
                 }
             }
+            Ok(())
+        }
+        Command::Import {
+            reference,
+            config,
+            out,
+        } => {
+            if config.preset.is_none() && config.config.is_none() {
+                bail!(
+                    "hst import needs --preset or --config: the architecture and dataset the checkpoint \
+                     was trained with (e.g. --preset voc for a VOC 2007 checkpoint)"
+                );
+            }
+            let config = config.load()?;
+            let data = hst_train::data::load(&config.data)?;
+            let imported = run_on(
+                backend,
+                ImportJob {
+                    config,
+                    data: &data,
+                    checkpoint: reference.clone(),
+                    out,
+                },
+            )??;
+            println!(
+                "imported {} ({} classes; word vectors from {}, adjacency from {}) into {}\n\
+                 evaluate with: hst eval --run {}",
+                reference.display(),
+                imported.classes,
+                if imported.word_vectors_from_checkpoint {
+                    "the checkpoint"
+                } else {
+                    "the dataset's source"
+                },
+                if imported.adjacency_from_checkpoint {
+                    "the checkpoint"
+                } else {
+                    "the training labels"
+                },
+                imported.run_dir.display(),
+                imported.run_dir.display()
+            );
             Ok(())
         }
         Command::Labels(LabelsCommand::Make {

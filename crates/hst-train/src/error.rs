@@ -88,6 +88,15 @@ pub enum TrainError {
         /// A likely cause and its fix, when one is known (else empty).
         hint: String,
     },
+    /// A run folder already holds a run, which is never overwritten unasked.
+    #[error("{path} already holds a run (config.json or checkpoints/); choose another folder")]
+    RunExists {
+        /// The run folder.
+        path: PathBuf,
+    },
+    /// A weight or reference checkpoint could not be read or does not fit the model.
+    #[error(transparent)]
+    Weights(#[from] hst_backbone::BackboneError),
     /// A data error (reading a dataset or image).
     #[error(transparent)]
     Data(#[from] hst_data::DataError),

@@ -7,6 +7,7 @@
 //! - [`step_log`]: loss terms and pseudo-label counts summed on the device, read every `log_every` steps;
 //! - [`host`]: the counted device-to-host reads of the training loop;
 //! - [`checkpoint`]: atomic single-file checkpoints;
+//! - [`import`]: the authors' HST checkpoints as run folders;
 //! - [`report`]: PNG plots of a run.
 
 pub mod checkpoint;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod host;
+pub mod import;
 pub mod metrics;
 pub mod report;
 pub mod step_log;

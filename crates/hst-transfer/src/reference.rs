@@ -12,13 +12,16 @@
 //! | `intraMargin`, `interMargin` (0-d) | `thresholds.ist`, `thresholds.cst` (`[1]`) |
 //! | `wordFeatures`, `inMatrix`, `outMatrix`, `GraphNeuralNetwork.{inMatrix,outMatrix}` | constants ([`ReferenceConstants`]), not parameters |
 //!
-//! A `module.` prefix (a `DataParallel` checkpoint) is dropped; `num_batches_tracked` is ignored. Linear
+//! The reference saves `{'epoch', 'state_dict': model.state_dict(), 'best_mAP'}` (`utils/checkpoint.py`): a
+//! `state_dict.` wrapper and a `module.` prefix (a `DataParallel` model) are dropped, the wrapper's
+//! non-parameter entries and `num_batches_tracked` are ignored. Linear
 //! weights are transposed (torch `[out, in]`, Burn `[in, out]`); the element-wise layers' `[classes, dim]`
 //! weights are not. Missing, unexpected or wrong-shape keys are errors that name the key as the file does.
 
 use std::path::Path;
 
 use burn::prelude::*;
+use burn::store::TensorSnapshot;
 use hst_backbone::weights::{load_snapshots, read_snapshots, KeyLayout, LoadOptions};
 use hst_backbone::BackboneError;
 
@@ -28,6 +31,7 @@ use crate::hst::Hst;
 pub const HST_REFERENCE: KeyLayout = KeyLayout {
     name: "HST reference (HCP-MLR-PL HST.py)",
     to_model: &[
+        (r"^state_dict\.", ""),
         (r"^module\.", ""),
         // The trunk: torchvision names under `backbone.`.
         (r"^backbone\.", "trunk."),
@@ -129,8 +133,8 @@ pub const HST_REFERENCE: KeyLayout = KeyLayout {
         (r"\.downsample\.bn\.", ".downsample.1."),
         (r"^trunk\.", "backbone."),
     ],
-    head: r"^(module\.)?backbone\.fc\.",
-    ignored: r"(^|\.)num_batches_tracked$|^(module\.)?(wordFeatures|inMatrix|outMatrix|GraphNeuralNetwork\.inMatrix|GraphNeuralNetwork\.outMatrix)$",
+    head: r"^(state_dict\.)?(module\.)?backbone\.fc\.",
+    ignored: r"(^|\.)num_batches_tracked$|^(epoch|best_mAP)$|^(state_dict\.)?(module\.)?(wordFeatures|inMatrix|outMatrix|GraphNeuralNetwork\.inMatrix|GraphNeuralNetwork\.outMatrix)$",
 };
 
 /// The constant tensors a reference checkpoint carries besides its parameters.
@@ -140,6 +144,38 @@ pub struct ReferenceConstants {
     pub word_vectors: Option<(Vec<f32>, Vec<usize>)>,
     /// `inMatrix` (the GGNN adjacency), row-major `[classes, classes]`, with its shape.
     pub adjacency: Option<(Vec<f32>, Vec<usize>)>,
+}
+
+/// A checkpoint key without the reference's wrappers (`state_dict.`, `module.`).
+fn unwrapped(key: &str) -> &str {
+    let key = key.strip_prefix("state_dict.").unwrap_or(key);
+    key.strip_prefix("module.").unwrap_or(key)
+}
+
+fn constants_of(snapshots: &[TensorSnapshot]) -> ReferenceConstants {
+    let constant = |names: &[&str]| {
+        snapshots
+            .iter()
+            .find(|s| names.contains(&unwrapped(&s.full_path())))
+            .and_then(|s| s.to_data().ok())
+            .map(|d| {
+                let shape = d.shape.to_vec();
+                (d.iter::<f32>().collect::<Vec<f32>>(), shape)
+            })
+    };
+    ReferenceConstants {
+        word_vectors: constant(&["wordFeatures"]),
+        adjacency: constant(&["inMatrix", "GraphNeuralNetwork.inMatrix"]),
+    }
+}
+
+/// The constants (word vectors, adjacency) of a reference checkpoint, without loading its parameters: what
+/// a model must be built from before [`load_reference`] fills it.
+///
+/// # Errors
+/// The file cannot be read ([`BackboneError::Read`] / [`BackboneError::UnsupportedFormat`]).
+pub fn reference_constants(path: &Path) -> Result<ReferenceConstants, BackboneError> {
+    Ok(constants_of(&read_snapshots(path)?))
 }
 
 /// Load a reference HST checkpoint (`.pth` as the reference saves it, or `.safetensors`) into `model`.
@@ -157,24 +193,7 @@ pub fn load_reference<B: Backend>(
     with_trunk: bool,
 ) -> Result<(Hst<B>, ReferenceConstants), BackboneError> {
     let snapshots = read_snapshots(path)?;
-    let constant = |names: &[&str]| {
-        snapshots
-            .iter()
-            .find(|s| {
-                let key = s.full_path();
-                let key = key.strip_prefix("module.").unwrap_or(&key);
-                names.contains(&key)
-            })
-            .and_then(|s| s.to_data().ok())
-            .map(|d| {
-                let shape = d.shape.to_vec();
-                (d.iter::<f32>().collect::<Vec<f32>>(), shape)
-            })
-    };
-    let constants = ReferenceConstants {
-        word_vectors: constant(&["wordFeatures"]),
-        adjacency: constant(&["inMatrix", "GraphNeuralNetwork.inMatrix"]),
-    };
+    let constants = constants_of(&snapshots);
     let options = LoadOptions {
         has_head: false,
         may_be_missing: (!with_trunk).then_some(r"^trunk\."),
@@ -209,6 +228,10 @@ mod tests {
             let path = HST_REFERENCE.model_path(key);
             assert_eq!(HST_REFERENCE.file_key(&path), key, "{key} → {path}");
         }
+        assert_eq!(
+            HST_REFERENCE.model_path("state_dict.module.backbone.layer3.0.bn2.weight"),
+            "trunk.layer3.0.bn2.gamma"
+        );
         assert_eq!(
             HST_REFERENCE.model_path("module.GraphNeuralNetwork.fc_1_w.bias"),
             "sarl.ggnn.update_message.bias"
