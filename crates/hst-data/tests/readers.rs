@@ -437,3 +437,48 @@ fn manifests() {
         "{e}"
     );
 }
+
+/// Image files that would be trained on silently (a truncated JPEG), read without bound, or hang (a FIFO)
+/// are errors that name the file.
+#[test]
+fn truncated_oversized_and_non_regular_images_are_errors_naming_the_file() {
+    use hst_data::datasets::decode_image_file;
+    let tmp = tempfile::tempdir().unwrap();
+    let jpeg = tmp.path().join("whole.jpg");
+    image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 90]))
+        .save(&jpeg)
+        .unwrap();
+    assert_eq!(decode_image_file(&jpeg).unwrap().dimensions(), (64, 48));
+
+    let bytes = std::fs::read(&jpeg).unwrap();
+    let cut = tmp.path().join("cut.jpg");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let err = decode_image_file(&cut).unwrap_err().to_string();
+    assert!(
+        err.contains("cut.jpg") && err.contains("truncated JPEG"),
+        "{err}"
+    );
+    // Padding after the end-of-image marker is not truncation.
+    let padded = tmp.path().join("padded.jpg");
+    std::fs::write(&padded, [&bytes[..], &[0u8; 64]].concat()).unwrap();
+    decode_image_file(&padded).unwrap();
+
+    let err = decode_image_file(tmp.path()).unwrap_err().to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+    #[cfg(unix)]
+    {
+        let fifo = tmp.path().join("pipe.jpg");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let err = decode_image_file(&fifo).unwrap_err().to_string();
+            assert!(
+                err.contains("pipe.jpg") && err.contains("not a regular file"),
+                "{err}"
+            );
+        }
+    }
+    let err = decode_image_file(&tmp.path().join("absent.png"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("absent.png"), "{err}");
+}

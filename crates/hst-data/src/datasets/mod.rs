@@ -124,12 +124,55 @@ impl MultiLabelSource for FileDataset {
 /// # Errors
 /// [`DataError::Io`] if it cannot be read, [`DataError::Image`] if it cannot be decoded.
 pub fn decode_image_file(path: &Path) -> Result<RgbImage> {
+    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(DataError::invalid(
+            path,
+            "",
+            "not a regular file (a directory, FIFO or device cannot be an image)",
+        ));
+    }
+    if meta.len() > MAX_IMAGE_FILE_BYTES {
+        return Err(DataError::invalid(
+            path,
+            "",
+            format!(
+                "{} bytes, more than the {} MiB an image file may have",
+                meta.len(),
+                MAX_IMAGE_FILE_BYTES >> 20
+            ),
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    if is_truncated_jpeg(&bytes) {
+        return Err(DataError::invalid(
+            path,
+            "",
+            "truncated JPEG: no end-of-image marker (FF D9) at the end of the file",
+        ));
+    }
     let img = image::load_from_memory(&bytes).map_err(|source| DataError::Image {
         path: path.to_path_buf(),
         source,
     })?;
     Ok(img.into_rgb8())
+}
+
+/// The largest image file [`decode_image_file`] reads: 256 MiB (a 448-px JPEG is ~100 KiB).
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
+
+/// A JPEG (starts with SOI, FF D8) whose end-of-image marker FF D9 is missing from its last KiB, past
+/// trailing padding: the decoder would fill the missing rows with grey and say nothing.
+fn is_truncated_jpeg(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let end = bytes
+        .iter()
+        .rposition(|&b| !matches!(b, 0x00 | b' ' | b'\n' | b'\r' | b'\t'))
+        .map_or(0, |i| i + 1);
+    let tail = &bytes[end.saturating_sub(1024)..end];
+    !tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// Fails with [`DataError::MissingImage`] for the first path of `images` that is not a file.
