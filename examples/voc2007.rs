@@ -239,6 +239,7 @@ fn run() -> anyhow::Result<()> {
             data: &data,
             out: out.clone(),
             resume: false,
+            overwrite: false,
             stop: Arc::new(AtomicBool::new(false)),
             observer: &mut observer,
         },

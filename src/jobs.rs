@@ -25,6 +25,8 @@ pub struct TrainJob<'a> {
     pub out: PathBuf,
     /// Resume from the run folder's last checkpoint.
     pub resume: bool,
+    /// Replace a run already in `out`.
+    pub overwrite: bool,
     /// Set by Ctrl-C.
     pub stop: Arc<AtomicBool>,
     /// Progress display.
@@ -38,6 +40,7 @@ impl BackendJob for TrainJob<'_> {
         let options = TrainOptions {
             resume: self.resume,
             stop: Some(self.stop),
+            overwrite: self.overwrite,
         };
         hst_train::train::<B>(
             &self.config,

@@ -102,6 +102,10 @@ enum Command {
         /// Continue the run in --out from its last checkpoint.
         #[arg(long, requires = "out")]
         resume: bool,
+        /// Replace the run already in --out (its checkpoints, metrics and report); without it an existing
+        /// run folder is refused.
+        #[arg(long, conflicts_with = "resume")]
+        force: bool,
         /// Print the configuration as JSON and exit.
         #[arg(long)]
         print_config: bool,
@@ -276,6 +280,7 @@ fn run(cli: Cli) -> Result<()> {
         },
         out: None,
         resume: false,
+        force: false,
         print_config: false,
     });
     // The GPU runtime policy (autotune level, persistent kernel and autotune caches) before any GPU tensor.
@@ -290,6 +295,7 @@ fn run(cli: Cli) -> Result<()> {
             config,
             out,
             resume,
+            force,
             print_config,
         } => {
             let config = if resume {
@@ -310,7 +316,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", config.to_json());
                 return Ok(());
             }
-            train(backend, config, out, resume)
+            train(backend, config, out, resume, force)
         }
         Command::Eval {
             run,
@@ -516,6 +522,7 @@ fn train(
     config: TrainConfig,
     out: Option<PathBuf>,
     resume: bool,
+    force: bool,
 ) -> Result<()> {
     let out = out.unwrap_or_else(|| default_run_dir(&config.preset));
     if let Some(reason) = hst::backend::unverified_reason(backend, &config.model.trunk) {
@@ -536,16 +543,17 @@ fn train(
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
+        // SIGINT, SIGTERM and SIGHUP (ctrlc's `termination` feature): a scheduler's or `kill`'s stop saves too.
         ctrlc::set_handler(move || {
             if stop.swap(true, Ordering::SeqCst) {
-                eprintln!("\nsecond Ctrl-C: exiting without saving");
+                eprintln!("\nsecond interrupt: exiting without saving");
                 std::process::exit(130);
             }
             eprintln!(
-                "\nCtrl-C: saving a checkpoint after this batch (press again to exit at once)"
+                "\ninterrupted (Ctrl-C or SIGTERM): saving a checkpoint after this batch (interrupt again to exit at once)"
             );
         })
-        .context("installing the Ctrl-C handler")?;
+        .context("installing the interrupt handler")?;
     }
     let mut observer = ProgressObserver::new(config.epochs);
     let summary = run_on(
@@ -555,6 +563,7 @@ fn train(
             data: &data,
             out: out.clone(),
             resume,
+            overwrite: force,
             stop,
             observer: &mut observer,
         },

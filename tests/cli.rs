@@ -533,3 +533,139 @@ fn tiny_train_then_eval_predict_and_report() {
     assert!(run.join("report/map.png").is_file());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Bad configuration values and data that cannot train: exit code 1, the key or the cause named, no panic,
+/// and nothing written to the run folder.
+#[test]
+fn train_refuses_bad_values_before_writing_anything() {
+    let dir = temp("refused");
+    let out = dir.join("run");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["data.transform.image_size=0"],
+            "data.transform.image_size",
+        ),
+        (
+            &["data.transform.image_size=60000"],
+            "data.transform.image_size",
+        ),
+        (
+            &["data.transform.scale_size=0"],
+            "data.transform.scale_size",
+        ),
+        (
+            &["data.transform.crop_sizes=[]"],
+            "data.transform.crop_sizes",
+        ),
+        (
+            &["data.transform.crop_sizes=[1000]"],
+            "data.transform.crop_sizes",
+        ),
+        (
+            &["data.transform.flip_probability=5"],
+            "data.transform.flip_probability",
+        ),
+        (
+            &["model.trunk.frozen_stages=5"],
+            "model.trunk.frozen_stages",
+        ),
+        (
+            &["model.trunk.frozen_stages=99"],
+            "model.trunk.frozen_stages",
+        ),
+        (&["model.trunk.base_width=0"], "model.trunk.base_width"),
+        (
+            &["model.trunk.kind.ResNet.groups=0"],
+            "model.trunk.kind.ResNet.groups",
+        ),
+        (
+            &["model.trunk.kind.ResNet.layers=[0,0,0,0]"],
+            "model.trunk.kind.ResNet.layers",
+        ),
+        (&["model.sarl.feature_dim=0"], "model.sarl.feature_dim"),
+        (&["model.cst.prototypes=0"], "model.cst.prototypes"),
+        (&["optimizer.beta1=2"], "optimizer.beta1"),
+        (&["optimizer.weight_decay=-1e6"], "optimizer.weight_decay"),
+        // Zero steps: fewer training images than one batch.
+        (&["data.source.train_images=8"], "no training step"),
+        (&["data.source.test_images=0"], "test set is empty"),
+        // A class without a known positive makes the first step NaN unless guarded.
+        (
+            &["data.guard_adjacency_nan=false"],
+            "data.guard_adjacency_nan=true",
+        ),
+    ];
+    for (sets, needle) in cases {
+        let mut args = vec![
+            "train".to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        for s in TINY.iter().chain(sets.iter()) {
+            args.push("--set".into());
+            args.push(s.to_string());
+        }
+        let out_status = hst(&args);
+        let stderr = text(&out_status.stderr);
+        assert_eq!(out_status.status.code(), Some(1), "{sets:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{sets:?}: stderr lacks {needle:?}:\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{sets:?}: {stderr}");
+        assert!(!out.exists(), "{sets:?} wrote {}", out.display());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// SIGTERM (a scheduler's or `kill`'s stop) saves a checkpoint after the current batch, like Ctrl-C, and the
+/// run resumes from it.
+#[cfg(unix)]
+#[test]
+fn sigterm_saves_a_checkpoint_that_resumes() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = temp("sigterm");
+    let run = dir.join("run");
+    let mut args = vec![
+        "train".to_string(),
+        "--out".into(),
+        run.display().to_string(),
+    ];
+    for s in TINY.iter().chain(["epochs=500"].iter()) {
+        args.push("--set".into());
+        args.push(s.to_string());
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_hst"))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first epoch's checkpoint, then stop the run mid-training.
+    let started = Instant::now();
+    while !run.join("checkpoints/last.ckpt").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: sends a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{}", stdout, text(&out.stderr));
+    assert!(stdout.contains("interrupted; resume with"), "{stdout}");
+    let resumed = ok(&[
+        "train",
+        "--resume",
+        "--out",
+        &run.display().to_string(),
+        "--set",
+        "epochs=1",
+    ]);
+    assert!(!resumed.contains("panicked"), "{resumed}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -61,6 +61,14 @@ pub struct CheckpointFile {
     pub optimizer: Vec<u8>,
 }
 
+/// Whether `dir` already holds a run (its configuration or checkpoints), which nothing may overwrite
+/// without being asked to.
+pub fn holds_a_run(dir: &Path) -> bool {
+    ["config.json", "constants.json", "checkpoints"]
+        .iter()
+        .any(|f| dir.join(f).exists())
+}
+
 /// Write `bytes` to `path` atomically: temp file in the same folder, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     let io = |source| TrainError::Io {

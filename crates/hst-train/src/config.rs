@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use hst_backbone::sarl::SarlConfig;
-use hst_backbone::trunk::{BlockKind, ResNetLayout, TrunkConfig};
+use hst_backbone::trunk::{BlockKind, ResNetLayout, TrunkConfig, TrunkKind};
 use hst_data::{Normalization, TransformConfig};
-use hst_transfer::{HstConfig, ScheduleConfig};
+use hst_transfer::{HstConfig, KMeansConfig, ScheduleConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
@@ -415,34 +415,226 @@ impl TrainConfig {
         Ok(config)
     }
 
-    /// Check the values that the types alone do not constrain.
+    /// Check every value that the types alone do not constrain, before any work or any file is written;
+    /// an error names the key (its dotted `--set` path) and the allowed range.
     pub fn validate(&self) -> Result<(), TrainError> {
-        let bad = |m: String| Err(TrainError::Config(m));
-        if self.epochs == 0 {
-            return bad("epochs must be at least 1".into());
+        let mut check = Checks::default();
+        check.at_least("epochs", self.epochs, 1);
+        check.at_least("batch_size", self.batch_size, 1);
+        check.at_least("eval_batch_size", self.eval_batch_size, 1);
+        check.at_least("log_every", self.log_every, 1);
+
+        let data = &self.data;
+        check.within("data.proportion", data.proportion, 0.0, 1.0);
+        let t = &data.transform;
+        check.range(
+            "data.transform.image_size",
+            t.image_size as usize,
+            MIN_IMAGE_SIZE,
+            MAX_IMAGE_SIZE,
+        );
+        check.range(
+            "data.transform.scale_size",
+            t.scale_size as usize,
+            1,
+            MAX_IMAGE_SIZE,
+        );
+        if t.crop_sizes.is_empty() {
+            check.fail("data.transform.crop_sizes must list at least one crop size".into());
         }
-        if self.batch_size == 0 || self.eval_batch_size == 0 {
-            return bad(format!(
-                "batch sizes must be at least 1 (batch_size={}, eval_batch_size={})",
-                self.batch_size, self.eval_batch_size
+        for &c in &t.crop_sizes {
+            if c == 0 || c > t.scale_size {
+                check.fail(format!(
+                    "data.transform.crop_sizes: every crop must be in 1..={} (data.transform.scale_size), got {c}",
+                    t.scale_size
+                ));
+            }
+        }
+        check.within(
+            "data.transform.flip_probability",
+            t.flip_probability,
+            0.0,
+            1.0,
+        );
+        let batch_bytes = [self.batch_size, self.eval_batch_size]
+            .into_iter()
+            .max()
+            .unwrap_or(0) as u128
+            * 3
+            * 4
+            * (t.image_size as u128).pow(2);
+        if batch_bytes > MAX_BATCH_BYTES {
+            check.fail(format!(
+                "a batch of {} images of {}² pixels is {:.1} GiB before the network runs (at most {} GiB): \
+                 lower data.transform.image_size or the batch sizes",
+                self.batch_size.max(self.eval_batch_size),
+                t.image_size,
+                batch_bytes as f64 / (1u64 << 30) as f64,
+                MAX_BATCH_BYTES >> 30
             ));
         }
-        if self.log_every == 0 {
-            return bad("log_every must be at least 1".into());
+
+        let m = &self.model;
+        let trunk = &m.trunk;
+        check.range("model.trunk.frozen_stages", trunk.frozen_stages, 0, 4);
+        check.at_least("model.trunk.base_width", trunk.base_width, 1);
+        if trunk.num_classes == Some(0) {
+            check.fail("model.trunk.num_classes must be null or at least 1".into());
         }
-        if !(0.0..=1.0).contains(&self.data.proportion) {
-            return bad(format!(
-                "data.proportion must be in [0, 1], got {}",
-                self.data.proportion
+        match &trunk.kind {
+            TrunkKind::ResNet(layout) => {
+                check.at_least("model.trunk.kind.ResNet.groups", layout.groups, 1);
+                check.at_least(
+                    "model.trunk.kind.ResNet.width_per_group",
+                    layout.width_per_group,
+                    1,
+                );
+                if layout.layers.contains(&0) {
+                    check.fail(format!(
+                        "model.trunk.kind.ResNet.layers: every stage needs at least 1 block, got {:?}",
+                        layout.layers
+                    ));
+                }
+            }
+            TrunkKind::EfficientNetLite(n) => {
+                check.range("model.trunk.kind.EfficientNetLite", *n, 0, 4);
+            }
+        }
+        let sarl = &m.sarl;
+        check.at_least("model.sarl.feature_dim", sarl.feature_dim, 1);
+        check.at_least("model.sarl.attention_dim", sarl.attention_dim, 1);
+        check.at_least("model.sarl.output_dim", sarl.output_dim, 1);
+        if sarl.pool && (t.image_size as usize) < 2 * MIN_IMAGE_SIZE {
+            check.fail(format!(
+                "data.transform.image_size must be at least {} with model.sarl.pool (the pooled map needs 2×2 cells), got {}",
+                2 * MIN_IMAGE_SIZE,
+                t.image_size
             ));
         }
-        if !(self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0) {
-            return bad(format!(
-                "optimizer.lr must be positive, got {}",
-                self.optimizer.lr
+        check.at_least("model.ist.hidden_dim", m.ist.hidden_dim, 1);
+        check.at_least("model.ist.pair_dim", m.ist.pair_dim, 1);
+        check.at_least("model.ist.pair_chunk", m.ist.pair_chunk, 1);
+        let asl = &m.ist.loss;
+        check.non_negative("model.ist.loss.gamma_pos", asl.gamma_pos);
+        check.non_negative("model.ist.loss.gamma_neg", asl.gamma_neg);
+        check.within("model.ist.loss.clip", asl.clip, 0.0, 1.0);
+        check.positive("model.ist.loss.eps", asl.eps);
+        let cst = &m.cst;
+        check.at_least("model.cst.prototypes", cst.prototypes, 1);
+        if cst.kmeans.k != cst.prototypes {
+            check.fail(format!(
+                "model.cst.kmeans.k ({}) must equal model.cst.prototypes ({}): K-means finds the prototypes, \
+                 set model.cst.prototypes",
+                cst.kmeans.k, cst.prototypes
             ));
         }
-        Ok(())
+        if cst.kmeans.seed != KMeansConfig::new().seed {
+            check.fail(
+                "model.cst.kmeans.seed is derived from `seed` and the epoch in training; set `seed` instead"
+                    .into(),
+            );
+        }
+        check.at_least("model.cst.kmeans.max_iter", cst.kmeans.max_iter, 1);
+        check.non_negative("model.cst.kmeans.tol", cst.kmeans.tol);
+        check.positive("model.cst.eps", cst.eps);
+        check.positive("model.cst.instance.eps", cst.instance.eps);
+        check.at_least(
+            "model.cst.instance.random_factor",
+            cst.instance.random_factor,
+            1,
+        );
+        check.within("model.dtl.ist", m.dtl.ist, 0.0, 1.0);
+        check.within("model.dtl.cst", m.dtl.cst, 0.0, 1.0);
+        let w = &m.weights;
+        for (key, v) in [
+            ("model.weights.ist_bce", w.ist_bce),
+            ("model.weights.cst_bce", w.cst_bce),
+            ("model.weights.cooccurrence", w.cooccurrence),
+            ("model.weights.dtl_ist", w.dtl_ist),
+            ("model.weights.dtl_cst", w.dtl_cst),
+            ("model.weights.instance", w.instance),
+            ("model.weights.prototype", w.prototype),
+        ] {
+            check.non_negative(key, v);
+        }
+        check.at_least(
+            "model.schedule.prototype_interval",
+            m.schedule.prototype_interval,
+            1,
+        );
+
+        let o = &self.optimizer;
+        check.positive("optimizer.lr", o.lr);
+        check.non_negative("optimizer.weight_decay", o.weight_decay);
+        check.below_one("optimizer.beta1", o.beta1 as f64);
+        check.below_one("optimizer.beta2", o.beta2 as f64);
+        check.positive("optimizer.epsilon", o.epsilon as f64);
+        check.at_least("optimizer.lr_step_epochs", o.lr_step_epochs, 1);
+        check.positive("optimizer.lr_gamma", o.lr_gamma);
+        check.finish()
+    }
+}
+
+/// The smallest image a trunk accepts: both trunks downsample 32×, so the last stage has one cell.
+pub const MIN_IMAGE_SIZE: usize = 32;
+/// The largest image side (the reference trains at 448).
+pub const MAX_IMAGE_SIZE: usize = 4096;
+/// The largest batch of input pixels (f32) before the network runs: 4 GiB.
+const MAX_BATCH_BYTES: u128 = 4 << 30;
+
+/// The failures of [`TrainConfig::validate`], all of them reported at once.
+#[derive(Default)]
+struct Checks {
+    failures: Vec<String>,
+}
+
+impl Checks {
+    fn fail(&mut self, message: String) {
+        self.failures.push(message);
+    }
+
+    fn at_least(&mut self, key: &str, v: usize, min: usize) {
+        if v < min {
+            self.fail(format!("{key} must be at least {min}, got {v}"));
+        }
+    }
+
+    fn range(&mut self, key: &str, v: usize, min: usize, max: usize) {
+        if !(min..=max).contains(&v) {
+            self.fail(format!("{key} must be in {min}..={max}, got {v}"));
+        }
+    }
+
+    fn within(&mut self, key: &str, v: f64, min: f64, max: f64) {
+        if !(v.is_finite() && (min..=max).contains(&v)) {
+            self.fail(format!("{key} must be in [{min}, {max}], got {v}"));
+        }
+    }
+
+    fn below_one(&mut self, key: &str, v: f64) {
+        if !(v.is_finite() && (0.0..1.0).contains(&v)) {
+            self.fail(format!("{key} must be in [0, 1), got {v}"));
+        }
+    }
+
+    fn positive(&mut self, key: &str, v: f64) {
+        if !(v.is_finite() && v > 0.0) {
+            self.fail(format!("{key} must be a positive number, got {v}"));
+        }
+    }
+
+    fn non_negative(&mut self, key: &str, v: f64) {
+        if !(v.is_finite() && v >= 0.0) {
+            self.fail(format!("{key} must be a finite number ≥ 0, got {v}"));
+        }
+    }
+
+    fn finish(self) -> Result<(), TrainError> {
+        if self.failures.is_empty() {
+            Ok(())
+        } else {
+            Err(TrainError::Config(self.failures.join("; ")))
+        }
     }
 }
 
@@ -502,5 +694,116 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("epochs must be at least 1"), "{err}");
+    }
+
+    #[test]
+    fn every_preset_is_valid() {
+        for name in PRESETS {
+            TrainConfig::preset(name)
+                .unwrap()
+                .validate()
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    /// Each value that once reached an `assert!`, an allocation abort or silent acceptance: refused, with
+    /// its key named.
+    #[test]
+    fn out_of_range_values_are_refused_naming_their_key() {
+        for (set, key) in [
+            ("data.transform.image_size=0", "data.transform.image_size"),
+            ("data.transform.image_size=16", "data.transform.image_size"),
+            (
+                "data.transform.image_size=60000",
+                "data.transform.image_size",
+            ),
+            ("data.transform.scale_size=0", "data.transform.scale_size"),
+            ("data.transform.crop_sizes=[]", "data.transform.crop_sizes"),
+            (
+                "data.transform.crop_sizes=[1000]",
+                "data.transform.crop_sizes",
+            ),
+            ("data.transform.crop_sizes=[0]", "data.transform.crop_sizes"),
+            (
+                "data.transform.flip_probability=5",
+                "data.transform.flip_probability",
+            ),
+            ("data.proportion=-0.1", "data.proportion"),
+            ("model.trunk.frozen_stages=5", "model.trunk.frozen_stages"),
+            ("model.trunk.frozen_stages=99", "model.trunk.frozen_stages"),
+            ("model.trunk.base_width=0", "model.trunk.base_width"),
+            (
+                "model.trunk.kind.ResNet.groups=0",
+                "model.trunk.kind.ResNet.groups",
+            ),
+            (
+                "model.trunk.kind.ResNet.width_per_group=0",
+                "model.trunk.kind.ResNet.width_per_group",
+            ),
+            (
+                "model.trunk.kind.ResNet.layers=[0,0,0,0]",
+                "model.trunk.kind.ResNet.layers",
+            ),
+            (
+                "model.trunk.kind={\"EfficientNetLite\":7}",
+                "model.trunk.kind.EfficientNetLite",
+            ),
+            ("model.trunk.num_classes=0", "model.trunk.num_classes"),
+            ("model.sarl.feature_dim=0", "model.sarl.feature_dim"),
+            ("model.sarl.attention_dim=0", "model.sarl.attention_dim"),
+            ("model.sarl.output_dim=0", "model.sarl.output_dim"),
+            ("model.ist.hidden_dim=0", "model.ist.hidden_dim"),
+            ("model.ist.pair_dim=0", "model.ist.pair_dim"),
+            ("model.ist.pair_chunk=0", "model.ist.pair_chunk"),
+            ("model.ist.loss.clip=2", "model.ist.loss.clip"),
+            ("model.ist.loss.gamma_neg=-1", "model.ist.loss.gamma_neg"),
+            ("model.cst.prototypes=0", "model.cst.prototypes"),
+            ("model.cst.kmeans.k=3", "model.cst.kmeans.k"),
+            ("model.cst.kmeans.seed=7", "model.cst.kmeans.seed"),
+            ("model.cst.kmeans.max_iter=0", "model.cst.kmeans.max_iter"),
+            ("model.cst.eps=0", "model.cst.eps"),
+            (
+                "model.cst.instance.random_factor=0",
+                "model.cst.instance.random_factor",
+            ),
+            ("model.dtl.ist=1.5", "model.dtl.ist"),
+            ("model.dtl.cst=-1", "model.dtl.cst"),
+            ("model.weights.instance=-1", "model.weights.instance"),
+            (
+                "model.schedule.prototype_interval=0",
+                "model.schedule.prototype_interval",
+            ),
+            ("optimizer.beta1=2", "optimizer.beta1"),
+            ("optimizer.beta2=1", "optimizer.beta2"),
+            ("optimizer.weight_decay=-1e6", "optimizer.weight_decay"),
+            ("optimizer.epsilon=0", "optimizer.epsilon"),
+            ("optimizer.lr=0", "optimizer.lr"),
+            ("optimizer.lr_gamma=0", "optimizer.lr_gamma"),
+            ("optimizer.lr_step_epochs=0", "optimizer.lr_step_epochs"),
+            ("log_every=0", "log_every"),
+            ("batch_size=0", "batch_size"),
+        ] {
+            let err = TrainConfig::embedded()
+                .with_overrides(&[set])
+                .expect_err(set)
+                .to_string();
+            assert!(err.contains(key), "{set}: {err}");
+        }
+        // A batch too large to hold in memory is refused before it is allocated.
+        let err = TrainConfig::embedded()
+            .with_overrides(&[
+                "data.transform.image_size=4096",
+                "data.transform.scale_size=4096",
+                "data.transform.crop_sizes=[4096]",
+            ])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("GiB"), "{err}");
+        // The pooled map needs 2×2 cells.
+        let err = TrainConfig::embedded()
+            .with_overrides(&["model.sarl.pool=true", "data.transform.image_size=48"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("model.sarl.pool"), "{err}");
     }
 }

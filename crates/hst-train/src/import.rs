@@ -19,7 +19,7 @@ use burn::tensor::backend::AutodiffBackend;
 use hst_transfer::reference::{load_reference, reference_constants};
 use hst_transfer::Hst;
 
-use crate::checkpoint::{self, CheckpointHeader};
+use crate::checkpoint::{self, holds_a_run, CheckpointHeader};
 use crate::config::TrainConfig;
 use crate::data::RunData;
 use crate::error::TrainError;
@@ -36,14 +36,6 @@ pub struct ImportedRun {
     pub word_vectors_from_checkpoint: bool,
     /// Whether the adjacency came from the checkpoint (`inMatrix`) rather than the training labels.
     pub adjacency_from_checkpoint: bool,
-}
-
-/// Whether `dir` already holds a run (its configuration or checkpoints), which nothing may overwrite
-/// without being asked to.
-pub fn holds_a_run(dir: &Path) -> bool {
-    ["config.json", "constants.json", "checkpoints"]
-        .iter()
-        .any(|f| dir.join(f).exists())
 }
 
 /// Import the reference checkpoint `checkpoint` with the architecture and dataset of `config` into the new

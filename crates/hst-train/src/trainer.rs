@@ -27,6 +27,7 @@ use burn::module::AutodiffModule;
 use burn::optim::{decay::WeightDecayConfig, AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder as _};
+use burn::store::ModuleSnapshot;
 use burn::tensor::backend::AutodiffBackend;
 use hst_data::batcher::epoch_batches;
 use hst_data::cooccurrence::adjacency;
@@ -112,6 +113,8 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Set to true (e.g. by a Ctrl-C handler) to save a checkpoint after the current batch and return.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Replace the run already in `out` (its checkpoints, metrics and report) instead of refusing.
+    pub overwrite: bool,
 }
 
 /// Mix words into a 64-bit seed (SplitMix64 finaliser over the sequence).
@@ -225,11 +228,66 @@ pub fn build_model<B: Backend>(
     Ok(model)
 }
 
-/// Load a record into `model` and re-apply the trunk's freezing policy: a loaded parameter takes the
+/// Load a record into `model`, check that every tensor keeps the shape the configuration gives it (Burn's
+/// records load any shape), and re-apply the trunk's freezing policy: a loaded parameter takes the
 /// `require_grad` flag of the lazily initialised parameter it replaces, which loses the freeze.
-fn reload<B: Backend>(model: Hst<B>, record: <Hst<B> as Module<B>>::Record) -> Hst<B> {
+fn reload<B: Backend>(
+    model: Hst<B>,
+    record: <Hst<B> as Module<B>>::Record,
+    path: &Path,
+) -> Result<Hst<B>, TrainError> {
+    let shapes = |m: &Hst<B>| -> BTreeMap<String, Vec<usize>> {
+        m.collect(None, None, false)
+            .into_iter()
+            .map(|s| (s.full_path(), s.shape.to_vec()))
+            .collect()
+    };
+    let expected = shapes(&model);
     let frozen = model.trunk.frozen_stages();
-    model.load_record(record).map_trunk(|t| t.freeze(frozen))
+    let loaded = model.load_record(record);
+    let found = shapes(&loaded);
+    let differ: Vec<String> = expected
+        .iter()
+        .filter_map(|(key, want)| match found.get(key) {
+            Some(got) if got == want => None,
+            Some(got) => Some(format!(
+                "{key}: {got:?} in the checkpoint, {want:?} in the configuration"
+            )),
+            None => Some(format!("{key}: not in the checkpoint")),
+        })
+        .collect();
+    if !differ.is_empty() {
+        return Err(TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!(
+                "does not fit the run's configuration ({} tensor(s) differ; config.json edited?): {}",
+                differ.len(),
+                differ.iter().take(4).cloned().collect::<Vec<_>>().join("; ")
+            ),
+        });
+    }
+    Ok(loaded.map_trunk(|t| t.freeze(frozen)))
+}
+
+/// The dotted keys under `prefix` whose values differ between two JSON values.
+fn changed_keys(
+    a: Option<&serde_json::Value>,
+    b: Option<&serde_json::Value>,
+    prefix: &str,
+) -> Vec<String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Some(Value::Object(x)), Some(Value::Object(y))) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter()
+                .flat_map(|k| changed_keys(x.get(k), y.get(k), &format!("{prefix}.{k}")))
+                .collect()
+        }
+        (x, y) if x == y => Vec::new(),
+        _ => vec![prefix.to_string()],
+    }
 }
 
 fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {
@@ -512,6 +570,54 @@ fn read_logs(dir: &Path) -> Result<Vec<EpochLog>, TrainError> {
 
 type Bytes = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
+/// What `config` cannot train on `data`, found before any work or any file is written: a model with
+/// fewer classes than it needs, an epoch of no step, an empty test set, a GGNN adjacency that would make
+/// the first step NaN.
+pub fn check_data(config: &TrainConfig, data: &RunData) -> Result<(), TrainError> {
+    let classes = data.classes().len();
+    let needed = if config.model.ablation.ist_enabled() {
+        2
+    } else {
+        1
+    };
+    if classes < needed {
+        return Err(TrainError::Config(format!(
+            "the dataset has {classes} class(es); HST needs at least {needed} (IST learns class pairs; \
+             model.ablation.ist=false trains a single class)"
+        )));
+    }
+    let train = data.train.len();
+    if train < config.batch_size {
+        return Err(TrainError::Config(format!(
+            "an epoch would have no training step: {train} training image(s), batch_size {} (the last \
+             incomplete batch is dropped, as in the reference); lower batch_size or add images",
+            config.batch_size
+        )));
+    }
+    if data.test.len() == 0 {
+        return Err(TrainError::Config(
+            "the test set is empty: evaluation (and the best checkpoint) needs test images".into(),
+        ));
+    }
+    if !config.data.guard_adjacency_nan {
+        let partial = data.partial.partial();
+        let without: Vec<&str> = (0..classes)
+            .filter(|&c| (0..partial.images()).all(|r| partial.row(r)[c] != 1))
+            .map(|c| data.classes()[c].as_str())
+            .collect();
+        if !without.is_empty() {
+            return Err(TrainError::Config(format!(
+                "no training image has a known positive of {} class(es) ({}): their rows of the GGNN \
+                 adjacency are 0/0 = NaN, which makes the first step's loss NaN (the reference does the \
+                 same); set data.guard_adjacency_nan=true to use 0 for them",
+                without.len(),
+                without.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Train HST as `config` says on `data`, writing the run folder `out`.
 ///
 /// # Errors
@@ -527,25 +633,19 @@ pub fn train<B: AutodiffBackend>(
 ) -> Result<RunSummary, TrainError> {
     let started = Instant::now();
     config.validate()?;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TrainError::Io { path, source }
-    };
-    std::fs::create_dir_all(out).map_err(io(out))?;
+    check_data(config, data)?;
+    if !options.resume && checkpoint::holds_a_run(out) && !options.overwrite {
+        return Err(TrainError::RunExists {
+            path: out.to_path_buf(),
+        });
+    }
     let config_json = serde_json::to_value(config).expect("configs serialise");
-    checkpoint::write_atomic(&out.join("config.json"), config.to_json().as_bytes())?;
     let ckpt_dir = out.join("checkpoints");
     let last_path = ckpt_dir.join("last.ckpt");
     let best_path = ckpt_dir.join("best.ckpt");
 
     let classes = data.classes().len();
     let constants = RunConstants::of(config, data);
-    checkpoint::write_atomic(
-        &out.join("constants.json"),
-        serde_json::to_string(&constants)
-            .expect("constants serialise")
-            .as_bytes(),
-    )?;
     let mut model = build_model::<B>(config, &constants, device)?;
     let opt = &config.optimizer;
     let mut optim = AdamConfig::new()
@@ -561,6 +661,14 @@ pub fn train<B: AutodiffBackend>(
     let mut prototypes: Option<Prototypes<B>> = None;
     let mut logs = Vec::new();
     if options.resume {
+        if !last_path.is_file() {
+            return Err(TrainError::Checkpoint {
+                path: last_path.clone(),
+                message: "no checkpoint to resume from: the run stopped before its first checkpoint (the end \
+                          of the first epoch, or a Ctrl-C/SIGTERM save); start it again with --force"
+                    .into(),
+            });
+        }
         let file = checkpoint::load(&last_path)?;
         if file.header.config != config_json {
             tracing::warn!(
@@ -572,8 +680,23 @@ pub fn train<B: AutodiffBackend>(
             path: last_path.clone(),
             message: format!("does not fit this model: {e:?}"),
         };
+        if file.header.config.get("model") != config_json.get("model") {
+            let changed = changed_keys(
+                file.header.config.get("model"),
+                config_json.get("model"),
+                "model",
+            );
+            return Err(TrainError::Checkpoint {
+                path: last_path.clone(),
+                message: format!(
+                    "--resume cannot change the model ({}); the run folder is unchanged. Start a new run \
+                     (another --out) for another architecture",
+                    changed.join(", ")
+                ),
+            });
+        }
         let record = Bytes::default().load(file.model, device).map_err(bad)?;
-        model = reload(model, record);
+        model = reload(model, record, &last_path)?;
         let record = Bytes::default().load(file.optimizer, device).map_err(bad)?;
         optim = optim.load_record(record);
         start_epoch = file.header.epoch;
@@ -593,6 +716,34 @@ pub fn train<B: AutodiffBackend>(
             last_path.display()
         );
     }
+
+    // The run folder is touched only now: a resume that does not fit has changed nothing.
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TrainError::Io { path, source }
+    };
+    if !options.resume && options.overwrite {
+        for stale in ["checkpoints", "report"] {
+            let dir = out.join(stale);
+            if dir.is_dir() {
+                std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+            }
+        }
+        for stale in ["metrics.jsonl", "metrics.csv"] {
+            let file = out.join(stale);
+            if file.is_file() {
+                std::fs::remove_file(&file).map_err(io(&file))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    checkpoint::write_atomic(&out.join("config.json"), config.to_json().as_bytes())?;
+    checkpoint::write_atomic(
+        &out.join("constants.json"),
+        serde_json::to_string(&constants)
+            .expect("constants serialise")
+            .as_bytes(),
+    )?;
 
     // Write the model, optimizer and position to each of `paths` (the records are serialised once).
     let save = |paths: &[&Path],
@@ -945,5 +1096,5 @@ pub fn load_run_model<B: Backend>(
             path: path.clone(),
             message: format!("does not fit this model: {e:?}"),
         })?;
-    Ok((config, constants, reload(model, record)))
+    Ok((config, constants, reload(model, record, &path)?))
 }

@@ -38,6 +38,7 @@ fn tiny() -> TrainConfig {
     let mut model = HstConfig::new(trunk, sarl);
     model.ist = model.ist.with_hidden_dim(8).with_pair_dim(16);
     model.cst.prototypes = 2;
+    model.cst.kmeans.k = 2;
     model.schedule = ScheduleConfig::new()
         .with_pseudo_label_epoch(1)
         .with_prototype_interval(1);
@@ -136,6 +137,7 @@ fn interrupted_and_resumed_run_equals_uninterrupted_run() {
     let options = TrainOptions {
         resume: false,
         stop: Some(flag.clone()),
+        overwrite: false,
     };
     let mut stopper = StopAfter {
         flag,
@@ -154,7 +156,7 @@ fn interrupted_and_resumed_run_equals_uninterrupted_run() {
     );
     let resume = TrainOptions {
         resume: true,
-        stop: None,
+        ..TrainOptions::default()
     };
     let summary = train::<B>(&config, &data, &b, &resume, &device, &mut Silent).unwrap();
     assert_eq!(summary.epochs_completed, 3);
@@ -204,7 +206,7 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
     std::fs::write(dir.join("config.json"), config.to_json()).unwrap();
     let resume = TrainOptions {
         resume: true,
-        stop: None,
+        ..TrainOptions::default()
     };
     let err = train::<B>(&config, &data, &dir, &resume, &device, &mut Silent).unwrap_err();
     assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
@@ -354,5 +356,86 @@ fn a_non_finite_loss_before_any_checkpoint_says_there_is_none() {
         "{err}"
     );
     assert!(!dir.join("checkpoints").join("last.ckpt").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A run folder is never overwritten unasked; `--resume` refuses an architecture change, and a checkpoint
+/// whose tensors do not fit the configuration is refused naming a tensor, before the folder is touched.
+#[test]
+fn existing_runs_are_protected_and_misfits_refused() {
+    let _guard = serial();
+    let mut config = tiny();
+    config.epochs = 1;
+    let data = hst_train::data::load(&config.data).unwrap();
+    let device = Default::default();
+    let dir = out_dir("protected");
+    let fresh = TrainOptions::default();
+    train::<B>(&config, &data, &dir, &fresh, &device, &mut Silent).unwrap();
+    let config_before = std::fs::read(dir.join("config.json")).unwrap();
+    let good = weights(&dir);
+
+    let err = train::<B>(&config, &data, &dir, &fresh, &device, &mut Silent).unwrap_err();
+    assert!(matches!(err, TrainError::RunExists { .. }), "{err}");
+    assert_same(&weights(&dir), &good, "a refused run changes nothing");
+
+    let mut wider = config.clone();
+    wider.model.trunk.base_width = 8;
+    let resume = TrainOptions {
+        resume: true,
+        ..TrainOptions::default()
+    };
+    let err = train::<B>(&wider, &data, &dir, &resume, &device, &mut Silent).unwrap_err();
+    assert!(err.to_string().contains("model.trunk.base_width"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.join("config.json")).unwrap(),
+        config_before
+    );
+
+    // An edited config.json: eval's loader checks every tensor's shape.
+    std::fs::write(dir.join("config.json"), wider.to_json()).unwrap();
+    let err = hst_train::trainer::load_run_model::<B>(&dir, "last.ckpt", &device)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("does not fit") && err.to_string().contains("trunk."),
+        "{err}"
+    );
+
+    // --force (overwrite) replaces the run.
+    let overwrite = TrainOptions {
+        overwrite: true,
+        ..TrainOptions::default()
+    };
+    let summary = train::<B>(&config, &data, &dir, &overwrite, &device, &mut Silent).unwrap();
+    assert_eq!(summary.epochs_completed, 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn resume_without_a_checkpoint_says_to_start_again() {
+    let _guard = serial();
+    let config = tiny();
+    let data = hst_train::data::load(&config.data).unwrap();
+    let dir = out_dir("no-ckpt");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_json()).unwrap();
+    let resume = TrainOptions {
+        resume: true,
+        ..TrainOptions::default()
+    };
+    let err = train::<B>(
+        &config,
+        &data,
+        &dir,
+        &resume,
+        &Default::default(),
+        &mut Silent,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("no checkpoint to resume from") && err.contains("--force"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
