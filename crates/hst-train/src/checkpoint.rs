@@ -226,4 +226,48 @@ mod tests {
         assert_eq!(load(&path).unwrap().model, vec![1]);
         fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// A bounded mutation fuzzer over the reader: flipped, cut, inserted and duplicated bytes (lengths and
+    /// the JSON header included) give an error, never a panic. `HST_FUZZ_CASES` sets the count (default 300).
+    #[test]
+    fn mutated_checkpoints_never_panic() {
+        let dir = std::env::temp_dir().join(format!("hst-ckpt-fuzz-{}", std::process::id()));
+        let path = dir.join("f.ckpt");
+        save(&path, &header(), &[1, 2, 3, 4, 5], &[6; 40]).unwrap();
+        let valid = fs::read(&path).unwrap();
+        let cases: u64 = std::env::var("HST_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300);
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for case in 0..cases {
+            let mut bytes = valid.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % bytes.len().max(1) as u64) as usize;
+                match next() % 4 {
+                    0 if !bytes.is_empty() => {
+                        let i = at.min(bytes.len() - 1);
+                        bytes[i] ^= 1 << (next() % 8);
+                    }
+                    1 => bytes.truncate(at),
+                    2 => bytes.insert(at.min(bytes.len()), (next() % 256) as u8),
+                    _ => {
+                        let end = (at + 8).min(bytes.len());
+                        let chunk = bytes[at.min(end)..end].to_vec();
+                        bytes.splice(at.min(bytes.len())..at.min(bytes.len()), chunk);
+                    }
+                }
+            }
+            fs::write(&path, &bytes).unwrap();
+            let outcome = std::panic::catch_unwind(|| load(&path).map(|_| ()));
+            assert!(outcome.is_ok(), "case {case} panicked: {bytes:?}");
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
