@@ -594,7 +594,7 @@ pub fn check_data(config: &TrainConfig, data: &RunData) -> Result<(), TrainError
             config.batch_size
         )));
     }
-    if data.test.len() == 0 {
+    if data.test.is_empty() {
         return Err(TrainError::Config(
             "the test set is empty: evaluation (and the best checkpoint) needs test images".into(),
         ));
