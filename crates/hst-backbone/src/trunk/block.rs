@@ -111,7 +111,7 @@ impl<B: Backend> BasicBlock<B> {
         }
     }
 
-    /// `frozen`: BatchNorm in eval mode whatever the backend (see [`super::norm`]).
+    /// `frozen`: BatchNorm in eval mode whatever the backend (see `trunk::norm`).
     ///
     /// # Shapes
     /// - `input`: `[batch, in, height, width]`
@@ -180,7 +180,7 @@ impl<B: Backend> Bottleneck<B> {
         }
     }
 
-    /// `frozen`: BatchNorm in eval mode whatever the backend (see [`super::norm`]).
+    /// `frozen`: BatchNorm in eval mode whatever the backend (see `trunk::norm`).
     ///
     /// # Shapes
     /// - `input`: `[batch, in, height, width]`

@@ -6,7 +6,7 @@
 //! reads every tensor of a `.pth`/`.pt` ([`PytorchStore`]) or `.safetensors`
 //! ([`SafetensorsStore`]) file, drops the ignored keys, renames the rest with a [`KeyRemapper`],
 //! applies them with the [`PyTorchToBurnAdapter`] (Linear weights transposed) and then checks the
-//! [`ApplyResult`]: any missing, unexpected, wrong-shaped or unreadable tensor is an error that
+//! `ApplyResult`: any missing, unexpected, wrong-shaped or unreadable tensor is an error that
 //! names the file and the keys.
 
 use std::collections::HashMap;
