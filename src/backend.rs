@@ -11,9 +11,8 @@ use burn::tensor::{backend::AutodiffBackend, Tensor};
 
 /// The backends this project knows. Which of them are usable depends on the cargo features the binary was
 /// built with (see [`BackendName::compiled`]).
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum BackendName {
     /// Pure-Rust CPU backend (`burn-flex`), feature `flex` (default).

@@ -12,14 +12,20 @@
 //! - [`train`] (`hst-train`): training loop, metrics, checkpoints, run reports.
 //!
 //! [`backend`] maps a backend name chosen at run time to a concrete Burn backend; it is the only module that
-//! names one.
+//! names one. The `cli` feature (default) adds the command line's modules (`bench`, `warmup`, `profile`,
+//! `progress`) and the `hst` binary; `default-features = false, features = ["flex"]` leaves them and their
+//! crates out.
 
 pub mod backend;
+#[cfg(feature = "cli")]
 pub mod bench;
 pub mod gpu_runtime;
 pub mod jobs;
+#[cfg(feature = "cli")]
 pub mod profile;
+#[cfg(feature = "cli")]
 pub mod progress;
+#[cfg(feature = "cli")]
 pub mod warmup;
 
 pub use hst_backbone as backbone;
