@@ -23,7 +23,7 @@ use crate::checkpoint::{self, holds_a_run, CheckpointHeader};
 use crate::config::TrainConfig;
 use crate::data::RunData;
 use crate::error::TrainError;
-use crate::trainer::{build_model, RunConstants};
+use crate::trainer::{build_model, write_run_description, RunConstants};
 
 /// What [`import_reference`] wrote.
 #[derive(Debug, Clone)]
@@ -123,13 +123,7 @@ pub fn import_reference<B: AutodiffBackend>(
         prototypes: None,
         config: config_json,
     };
-    checkpoint::write_atomic(&out.join("config.json"), config.to_json().as_bytes())?;
-    checkpoint::write_atomic(
-        &out.join("constants.json"),
-        serde_json::to_string(&constants)
-            .expect("constants serialise")
-            .as_bytes(),
-    )?;
+    write_run_description(out, &config, &constants)?;
     for name in ["best.ckpt", "last.ckpt"] {
         let path = out.join("checkpoints").join(name);
         checkpoint::save(&path, &header, &model_bytes, &optim_bytes)?;

@@ -193,6 +193,22 @@ impl RunConstants {
     }
 }
 
+/// Write a run folder's `config.json` and `constants.json` (atomically), what `eval`/`predict` rebuild the
+/// model from.
+pub(crate) fn write_run_description(
+    out: &Path,
+    config: &TrainConfig,
+    constants: &RunConstants,
+) -> Result<(), TrainError> {
+    checkpoint::write_atomic(&out.join("config.json"), config.to_json().as_bytes())?;
+    checkpoint::write_atomic(
+        &out.join("constants.json"),
+        serde_json::to_string(constants)
+            .expect("constants serialise")
+            .as_bytes(),
+    )
+}
+
 /// Build the model of a run, importing the pretrained trunk weights when configured.
 pub fn build_model<B: Backend>(
     config: &TrainConfig,
@@ -737,13 +753,7 @@ pub fn train<B: AutodiffBackend>(
         }
     }
     std::fs::create_dir_all(out).map_err(io(out))?;
-    checkpoint::write_atomic(&out.join("config.json"), config.to_json().as_bytes())?;
-    checkpoint::write_atomic(
-        &out.join("constants.json"),
-        serde_json::to_string(&constants)
-            .expect("constants serialise")
-            .as_bytes(),
-    )?;
+    write_run_description(out, config, &constants)?;
 
     // Write the model, optimizer and position to each of `paths` (the records are serialised once).
     let save = |paths: &[&Path],
