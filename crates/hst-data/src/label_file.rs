@@ -35,7 +35,7 @@ pub struct LabelTable {
 /// for a value outside {-1, 0, 1}.
 pub fn read_label_csv(path: impl AsRef<Path>) -> Result<LabelTable> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    let text = crate::datasets::read_text(path)?;
     parse_label_csv(&text, path)
 }
 

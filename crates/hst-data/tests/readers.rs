@@ -482,3 +482,28 @@ fn truncated_oversized_and_non_regular_images_are_errors_naming_the_file() {
         .to_string();
     assert!(err.contains("absent.png"), "{err}");
 }
+
+/// A manifest or label file that is not UTF-8 names the line and column of the first bad byte.
+#[test]
+fn non_utf8_text_files_name_the_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    image::RgbImage::new(4, 4)
+        .save(tmp.path().join("a.png"))
+        .unwrap();
+    let manifest = tmp.path().join("m.csv");
+    std::fs::write(&manifest, b"image,cat,dog\na.png,1,-1\n\xe9t\xe9.png,0,1\n").unwrap();
+    let err = read_manifest(&manifest, None).unwrap_err().to_string();
+    assert!(
+        err.contains("m.csv") && err.contains("line 3") && err.contains("UTF-8"),
+        "{err}"
+    );
+    let labels = tmp.path().join("l.csv");
+    std::fs::write(&labels, b"1,0\n0,\xff1\n").unwrap();
+    let err = hst_data::label_file::read_label_csv(&labels)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("l.csv") && err.contains("line 2") && err.contains("column 3"),
+        "{err}"
+    );
+}

@@ -186,9 +186,19 @@ pub(crate) fn check_images_exist(images: &[PathBuf], listed_in: &Path) -> Result
     }
 }
 
-/// Reads a whole text file.
+/// Reads a whole text file; bytes that are not UTF-8 are an error naming the line and column.
 pub(crate) fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
+        let column = 1 + valid.iter().rev().take_while(|&&b| b != b'\n').count();
+        DataError::invalid(
+            path,
+            format!("line {line}"),
+            format!("column {column}: not UTF-8 text (save the file as UTF-8)"),
+        )
+    })
 }
 
 /// Reads a JSON file into `T`.
