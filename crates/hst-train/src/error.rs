@@ -71,7 +71,7 @@ pub enum TrainError {
     Config(String),
     /// The loss became NaN or infinite in a window of steps (found at the window's read); nothing of the
     /// failed window is saved.
-    #[error("the loss became {value} in epoch {epoch}, batches {first_batch}..={batch} (window means: {terms}); stopped. {checkpoint}{hint}")]
+    #[error("the loss became {value} in epoch {epoch}, batches {first_batch}..={batch} (window means: {terms}); stopped. {checkpoint}")]
     NonFiniteLoss {
         /// The offending summed total loss of the window.
         value: f64,
@@ -85,11 +85,9 @@ pub enum TrainError {
         terms: String,
         /// Where the last good checkpoint is, or that there is none yet.
         checkpoint: String,
-        /// A likely cause and its fix, when one is known (else empty).
-        hint: String,
     },
     /// A run folder already holds a run, which is never overwritten unasked.
-    #[error("{path} already holds a run (config.json or checkpoints/); choose another folder")]
+    #[error("{path} already holds a run (config.json or checkpoints/); choose another folder, continue it (--resume) or replace it (--force)")]
     RunExists {
         /// The run folder.
         path: PathBuf,

@@ -365,14 +365,14 @@ impl EpochSums {
         &mut self,
         log: &mut StepLog<B>,
         epoch: usize,
-        failure: impl FnOnce() -> (String, String),
+        failure: impl FnOnce() -> String,
     ) -> Result<Option<f64>, TrainError> {
         let Some(window) = log.read() else {
             return Ok(None);
         };
         let total = window.total();
         if !total.is_finite() {
-            let (checkpoint, hint) = failure();
+            let checkpoint = failure();
             return Err(TrainError::NonFiniteLoss {
                 value: total,
                 epoch,
@@ -380,7 +380,6 @@ impl EpochSums {
                 batch: window.last_batch,
                 terms: window.describe(),
                 checkpoint,
-                hint,
             });
         }
         for (k, v) in &window.terms {
@@ -797,9 +796,9 @@ pub fn train<B: AutodiffBackend>(
     let stop = options.stop.clone().unwrap_or_default();
     let mut interrupted = false;
     let statistical = statistical_cooccurrence(data.test.full_labels());
-    let adjacency_has_nan = constants.adjacency.iter().any(Option::is_none);
+    // (A NaN adjacency, the one known cause of a first-step NaN, is refused by `check_data`.)
     let failure_notes = || {
-        let checkpoint = if last_path.is_file() {
+        if last_path.is_file() {
             format!(
                 "The last good checkpoint is kept ({}).",
                 last_path.display()
@@ -807,15 +806,7 @@ pub fn train<B: AutodiffBackend>(
         } else {
             "No checkpoint exists yet (the first is written at the end of the first epoch)."
                 .to_string()
-        };
-        let hint = if adjacency_has_nan && !config.data.guard_adjacency_nan {
-            " The GGNN adjacency has NaN entries (a class without any known positive in the training \
-             labels): set data.guard_adjacency_nan=true to replace them with 0."
-                .to_string()
-        } else {
-            String::new()
-        };
-        (checkpoint, hint)
+        }
     };
 
     for epoch in start_epoch..config.epochs {
