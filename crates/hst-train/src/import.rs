@@ -16,7 +16,7 @@ use burn::optim::{AdamConfig, Optimizer};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder as _};
 use burn::tensor::backend::AutodiffBackend;
-use hst_transfer::reference::{load_reference, reference_constants};
+use hst_transfer::reference::{apply_reference, read_reference};
 use hst_transfer::Hst;
 
 use crate::checkpoint::{self, holds_a_run, CheckpointHeader};
@@ -69,7 +69,7 @@ pub fn import_reference<B: AutodiffBackend>(
         message,
     };
 
-    let found = reference_constants(checkpoint)?;
+    let (snapshots, found) = read_reference(checkpoint)?;
     let mut constants = RunConstants::of(&config, data);
     let classes = constants.classes.len();
     let word_vectors_from_checkpoint = found.word_vectors.is_some();
@@ -100,7 +100,7 @@ pub fn import_reference<B: AutodiffBackend>(
     }
 
     let model: Hst<B> = build_model::<B>(&config, &constants, device)?;
-    let (model, _) = load_reference(model, checkpoint, true)?;
+    let model = apply_reference(model, snapshots, checkpoint, true)?;
 
     type Bytes = NamedMpkBytesRecorder<FullPrecisionSettings>;
     let recorded = |what: &str, e: burn::record::RecorderError| {

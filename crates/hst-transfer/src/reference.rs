@@ -169,18 +169,42 @@ fn constants_of(snapshots: &[TensorSnapshot]) -> ReferenceConstants {
     }
 }
 
-/// The constants (word vectors, adjacency) of a reference checkpoint, without loading its parameters: what
-/// a model must be built from before [`load_reference`] fills it.
+/// Read a reference checkpoint once: its tensors (lazy, for [`apply_reference`]) and its constants (word
+/// vectors, adjacency), which a model must be built from before the parameters are applied.
 ///
 /// # Errors
 /// The file cannot be read ([`BackboneError::Read`] / [`BackboneError::UnsupportedFormat`]).
-pub fn reference_constants(path: &Path) -> Result<ReferenceConstants, BackboneError> {
-    Ok(constants_of(&read_snapshots(path)?))
+pub fn read_reference(
+    path: &Path,
+) -> Result<(Vec<TensorSnapshot>, ReferenceConstants), BackboneError> {
+    let snapshots = read_snapshots(path)?;
+    let constants = constants_of(&snapshots);
+    Ok((snapshots, constants))
 }
 
-/// Load a reference HST checkpoint (`.pth` as the reference saves it, or `.safetensors`) into `model`.
+/// Apply the tensors of a reference checkpoint (from [`read_reference`] of `path`) to `model`.
 ///
 /// `with_trunk`: whether the file holds the trunk (`backbone.*`); without it the trunk keeps its values.
+///
+/// # Errors
+/// A key is missing, unexpected or of the wrong shape ([`BackboneError`] names the file and the keys as
+/// the file names them).
+pub fn apply_reference<B: Backend>(
+    model: Hst<B>,
+    snapshots: Vec<TensorSnapshot>,
+    path: &Path,
+    with_trunk: bool,
+) -> Result<Hst<B>, BackboneError> {
+    let options = LoadOptions {
+        has_head: false,
+        may_be_missing: (!with_trunk).then_some(r"^trunk\."),
+    };
+    load_snapshots(model, snapshots, path, &HST_REFERENCE, &options)
+}
+
+/// Load a reference HST checkpoint (`.pth` as the reference saves it, or `.safetensors`) into `model`:
+/// [`read_reference`] then [`apply_reference`].
+///
 /// Returns the model and the checkpoint's constants (word vectors, adjacency), which the caller checks
 /// against or uses for its data.
 ///
@@ -192,13 +216,8 @@ pub fn load_reference<B: Backend>(
     path: &Path,
     with_trunk: bool,
 ) -> Result<(Hst<B>, ReferenceConstants), BackboneError> {
-    let snapshots = read_snapshots(path)?;
-    let constants = constants_of(&snapshots);
-    let options = LoadOptions {
-        has_head: false,
-        may_be_missing: (!with_trunk).then_some(r"^trunk\."),
-    };
-    let model = load_snapshots(model, snapshots, path, &HST_REFERENCE, &options)?;
+    let (snapshots, constants) = read_reference(path)?;
+    let model = apply_reference(model, snapshots, path, with_trunk)?;
     Ok((model, constants))
 }
 
