@@ -35,6 +35,7 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use hst_backbone::trunk::{BlockKind, TrunkConfig, TrunkKind};
+use hst_data::rng::SeededRng;
 use hst_data::{
     BatchMode, DataError, EmbeddedConfig, HstBatcher, LabelMatrix, MultiLabelSource,
     TransformConfig,
@@ -909,59 +910,20 @@ impl Drop for GpuMemoryMonitor {
 // Random inputs
 // ---------------------------------------------------------------------------------------------------------
 
-/// SplitMix64: the host-side generator of the benchmark's constants and check inputs.
-#[derive(Debug, Clone)]
-pub struct HostRng(u64);
-
-impl HostRng {
-    /// A generator from a seed and a stream number.
-    pub fn new(seed: u64, stream: u64) -> Self {
-        let mut rng = Self(seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F));
-        rng.next_u64();
-        rng
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    /// Standard normal (Box–Muller).
-    pub fn normal(&mut self) -> f32 {
-        let u1 = (self.uniform() as f64).max(1e-12);
-        let u2 = self.uniform() as f64;
-        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-    }
-
-    /// `n` standard normal values.
-    pub fn normals(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.normal()).collect()
-    }
-
-    /// Partial labels `[rows, classes]`: each entry known with probability 0.3 (the paper's main setting),
-    /// a known entry positive with probability 0.1; at least one known positive per row.
-    pub fn partial_labels(&mut self, rows: usize, classes: usize) -> Vec<f32> {
-        let mut labels = vec![0f32; rows * classes];
-        for r in 0..rows {
-            for c in 0..classes {
-                if self.uniform() < 0.3 {
-                    labels[r * classes + c] = if self.uniform() < 0.1 { 1.0 } else { -1.0 };
-                }
+/// Partial labels `[rows, classes]`: each entry known with probability 0.3 (the paper's main setting),
+/// a known entry positive with probability 0.1; at least one known positive per row.
+pub fn partial_labels(rng: &mut SeededRng, rows: usize, classes: usize) -> Vec<f32> {
+    let mut labels = vec![0f32; rows * classes];
+    for r in 0..rows {
+        for c in 0..classes {
+            if rng.next_f32() < 0.3 {
+                labels[r * classes + c] = if rng.next_f32() < 0.1 { 1.0 } else { -1.0 };
             }
-            let c = (self.next_u64() % classes as u64) as usize;
-            labels[r * classes + c] = 1.0;
         }
-        labels
+        let c = (rng.next_u64() % classes as u64) as usize;
+        labels[r * classes + c] = 1.0;
     }
+    labels
 }
 
 /// The model's constants and the prototypes, generated on the host (same values on every backend).
@@ -983,9 +945,9 @@ impl BenchConstants {
     /// Constants for `spec` (deterministic in `spec.seed`).
     pub fn of(spec: &BenchSpec) -> Self {
         let c = spec.classes;
-        let mut rng = HostRng::new(spec.seed, 1);
+        let mut rng = SeededRng::from_parts(&[spec.seed, 1]);
         let word_vectors = rng.normals(c * spec.embed_dim());
-        let adjacency = (0..c * c).map(|_| rng.uniform()).collect();
+        let adjacency = (0..c * c).map(|_| rng.next_f32()).collect();
         let k = spec.config.model.cst.prototypes.max(1);
         let feature_dim = spec.config.model.sarl.feature_dim;
         let prototype_centers = rng.normals(c * k * feature_dim);
@@ -1038,10 +1000,10 @@ pub(crate) fn bench_inputs<B: Backend>(
 ) -> (Tensor<B, 4>, BatchLabels<B>, Prototypes<B>) {
     let shape = [spec.batch, 3, spec.image_size, spec.image_size];
     let images = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), device);
-    let mut rng = HostRng::new(spec.seed, 3);
+    let mut rng = SeededRng::from_parts(&[spec.seed, 3]);
     // With the host copy, as the trainer passes them: a step then reads nothing back from the device.
     let partial = BatchLabels::from_host(
-        rng.partial_labels(spec.batch, spec.classes),
+        partial_labels(&mut rng, spec.batch, spec.classes),
         [spec.batch, spec.classes],
         device,
     )
@@ -1086,7 +1048,7 @@ impl SyntheticJpegs {
     /// Only if the JPEG encoder fails.
     pub fn new(images: usize, classes: usize, seed: u64) -> Result<Self> {
         let (w, h) = (500u32, 375u32);
-        let mut rng = HostRng::new(seed, 2);
+        let mut rng = SeededRng::from_parts(&[seed, 2]);
         let mut jpegs = Vec::new();
         for k in 0..16u32 {
             let image = image::RgbImage::from_fn(w, h, |x, y| {
@@ -1104,7 +1066,7 @@ impl SyntheticJpegs {
             jpegs.push(bytes);
         }
         let values = (0..images * classes)
-            .map(|_| if rng.uniform() < 0.1 { 1 } else { -1 })
+            .map(|_| if rng.next_f32() < 0.1 { 1 } else { -1 })
             .collect();
         let labels = LabelMatrix::new(images, classes, values)?;
         Ok(Self {
@@ -1694,9 +1656,9 @@ pub fn check_reference<B: AutodiffBackend>(
     // Parameters are initialised lazily, and a clone initialises on its own: recording `model.clone()`
     // draws other values than `model` would. Run the reference from the recorded weights, as the other side.
     let model = load_record_bytes(model, &record, device)?;
-    let mut rng = HostRng::new(spec.seed, 4);
+    let mut rng = SeededRng::from_parts(&[spec.seed, 4]);
     let images = rng.normals(spec.batch * 3 * spec.image_size * spec.image_size);
-    let partial = rng.partial_labels(spec.batch, spec.classes);
+    let partial = partial_labels(&mut rng, spec.batch, spec.classes);
     let outputs = check_outputs(spec, model, &constants, &images, &partial, device)?;
     Ok(CheckData {
         record,

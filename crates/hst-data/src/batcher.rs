@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::datasets::MultiLabelSource;
 use crate::error::{DataError, Result};
 use crate::labels::LabelMatrix;
-use crate::rng::SplitMix64;
+use crate::rng::SeededRng;
 use crate::transform::ImageTransform;
 
 /// A batch of images with their partial and full labels.
@@ -272,7 +272,7 @@ pub fn epoch_batches(
     assert!(batch_size > 0, "batch_size must be positive");
     let mut order: Vec<usize> = (0..len).collect();
     if shuffle {
-        let mut rng = SplitMix64::from_parts(&[seed, epoch as u64, 0x5348_5546]);
+        let mut rng = SeededRng::from_parts(&[seed, epoch as u64, 0x5348_5546]);
         for i in (1..len).rev() {
             order.swap(i, rng.below(i + 1));
         }

@@ -22,7 +22,7 @@ use crate::datasets::MultiLabelSource;
 use crate::embeddings::ClassEmbeddings;
 use crate::error::{DataError, Result};
 use crate::labels::LabelMatrix;
-use crate::rng::SplitMix64;
+use crate::rng::SeededRng;
 
 /// The 20 classes: Fashion-MNIST's 10 (renamed to GloVe words), then Animal-MNIST's 10.
 pub const EMBEDDED_CLASSES: [&str; 20] = [
@@ -336,7 +336,7 @@ fn make_layout(tiles: &TileSet, seed: u64, split: EmbeddedSplit, index: usize) -
         EmbeddedSplit::Train => 1,
         EmbeddedSplit::Test => 2,
     };
-    let mut rng = SplitMix64::from_parts(&[seed, split_id, index as u64]);
+    let mut rng = SeededRng::from_parts(&[seed, split_id, index as u64]);
     let scene = rng.below(SCENES.len());
     let count = 1 + rng.weighted(&OBJECT_COUNT_WEIGHTS);
     let classes = EMBEDDED_CLASSES.len();
@@ -400,7 +400,7 @@ fn make_layout(tiles: &TileSet, seed: u64, split: EmbeddedSplit, index: usize) -
 }
 
 /// A saturated, bright colour: random hue, saturation in [0.4, 1], value in [0.8, 1].
-fn bright_colour(rng: &mut SplitMix64) -> [u8; 3] {
+fn bright_colour(rng: &mut SeededRng) -> [u8; 3] {
     let h = rng.next_f64() * 6.0;
     let s = 0.4 + 0.6 * rng.next_f64();
     let v = 0.8 + 0.2 * rng.next_f64();
@@ -420,7 +420,7 @@ fn bright_colour(rng: &mut SplitMix64) -> [u8; 3] {
 
 fn render(tiles: &TileSet, layout: &Layout) -> RgbImage {
     let size = EMBEDDED_IMAGE_SIZE;
-    let mut noise = SplitMix64::new(layout.noise_seed);
+    let mut noise = SeededRng::new(layout.noise_seed);
     let mut buf = vec![0u8; (size * size * 3) as usize];
     for px in buf.chunks_exact_mut(3) {
         // One draw gives three noise values in -8..=8.
@@ -780,7 +780,7 @@ mod tests {
 
     #[test]
     fn colours_are_bright() {
-        let mut rng = SplitMix64::new(3);
+        let mut rng = SeededRng::new(3);
         for _ in 0..100 {
             let c = bright_colour(&mut rng);
             assert!(*c.iter().max().unwrap() >= 200, "{c:?}");

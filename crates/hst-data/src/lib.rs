@@ -44,7 +44,7 @@ pub mod error;
 pub mod label_file;
 pub mod labels;
 pub mod protocol;
-mod rng;
+pub mod rng;
 pub mod transform;
 
 pub use batcher::{BatchMode, HstBatch, HstBatcher, PreparedBatch};

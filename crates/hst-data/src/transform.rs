@@ -18,7 +18,7 @@ use burn::config::Config;
 use image::imageops::{self, FilterType};
 use image::RgbImage;
 
-use crate::rng::SplitMix64;
+use crate::rng::SeededRng;
 
 /// How pixel values in [0, 255] become network inputs.
 #[derive(Config, Debug, PartialEq, Eq, Copy)]
@@ -163,7 +163,7 @@ impl ImageTransform {
 
     /// The random choices for sample `index` at `epoch`.
     pub fn crop_params(&self, epoch: usize, index: usize) -> CropParams {
-        let mut rng = SplitMix64::from_parts(&[self.config.seed, epoch as u64, index as u64]);
+        let mut rng = SeededRng::from_parts(&[self.config.seed, epoch as u64, index as u64]);
         let crops = &self.config.crop_sizes;
         let size = crops[rng.below(crops.len())];
         let room = (self.config.scale_size - size) as usize + 1;

@@ -17,7 +17,6 @@ pub mod loss;
 pub mod pairs;
 pub mod pseudo_labels;
 pub mod reference;
-pub mod rng;
 
 pub use batch_labels::BatchLabels;
 pub use cst::{

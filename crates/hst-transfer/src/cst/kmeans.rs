@@ -4,7 +4,7 @@
 use burn::prelude::*;
 
 use crate::pairs::index_tensor;
-use crate::rng::SplitMix64;
+use hst_data::rng::SeededRng;
 
 /// K-means settings. Defaults follow scikit-learn's `KMeans` (≥ 1.4): `init="k-means++"` (greedy, with
 /// `2 + ⌊ln k⌋` local trials), `n_init=1` (sklearn's "auto" for k-means++; the reference ran sklearn
@@ -94,9 +94,9 @@ pub fn kmeans<B: Backend>(points: Tensor<B, 2>, config: &KMeansConfig) -> Option
     let tol = config.tol * x.clone().var_bias(0).mean().into_scalar().to_f64(); // absolute tolerance
 
     // Greedy k-means++.
-    let mut rng = SplitMix64::new(config.seed);
+    let mut rng = SeededRng::new(config.seed);
     let trials = 2 + (k as f64).ln().floor() as usize;
-    let first = rng.below(n);
+    let first = rng.below_unbiased(n);
     let mut chosen = vec![first];
     let mut closest = squared_distances(
         x.clone(),
@@ -203,7 +203,7 @@ mod tests {
 
     /// Three well separated blobs of 8 points in 2-D.
     fn blobs(device: &Device<TB>) -> Tensor<TB, 2> {
-        let mut rng = SplitMix64::new(99);
+        let mut rng = SeededRng::new(99);
         let mut v = Vec::new();
         for (cx, cy) in [(0.0, 0.0), (10.0, 0.0), (0.0, 10.0)] {
             for _ in 0..8 {

@@ -5,7 +5,7 @@ use burn::prelude::*;
 use crate::batch_labels::BatchLabels;
 use crate::cst::similarity::normalize;
 use crate::pairs::{index_tensor, pair_indices};
-use crate::rng::SplitMix64;
+use hst_data::rng::SeededRng;
 
 /// Configuration of [`InstanceContrastiveLoss`].
 #[derive(Config, Debug)]
@@ -120,7 +120,7 @@ impl InstanceContrastiveLoss {
         if n > 0 {
             terms.push(gather(&pos_pos).neg() + 1.0);
         }
-        let mut rng = SplitMix64::new(seed);
+        let mut rng = SeededRng::new(seed);
         for list in [&pos_neg, &neg_neg] {
             if list.is_empty() {
                 continue;
@@ -207,7 +207,7 @@ mod tests {
                 }
             }
         }
-        let mut rng = SplitMix64::new(7);
+        let mut rng = SeededRng::new(7);
         let mut terms = vec![1.0 - cos(fv(0), fv(1))];
         for list in [&pn, &nn] {
             let perm = rng.permutation(list.len());
