@@ -7,7 +7,6 @@
 //!
 //! A header is recognised when some field of the first line is not an integer.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::{DataError, Result};
@@ -41,25 +40,37 @@ pub fn read_label_csv(path: impl AsRef<Path>) -> Result<LabelTable> {
 
 /// Parses the text of a label CSV; `path` is used in errors only.
 pub fn parse_label_csv(text: &str, path: &Path) -> Result<LabelTable> {
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))
-        .filter(|(_, l)| !l.trim().is_empty())
+    let reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut records = reader
+        .into_records()
+        .map(|record| {
+            let record = record.map_err(|e| {
+                let line = e.position().map(|p| p.line()).unwrap_or_default();
+                DataError::invalid(path, format!("line {line}"), e.to_string())
+            })?;
+            let line = record.position().map(|p| p.line()).unwrap_or_default();
+            Ok((line, record))
+        })
+        // Blank (or whitespace-only) lines carry no row.
+        .filter(|r| !matches!(r, Ok((_, rec)) if rec.iter().all(str::is_empty)))
         .peekable();
 
     let mut class_names = None;
     let mut has_id = false;
-    if let Some(&(_, first)) = lines.peek() {
-        let fields: Vec<&str> = first.split(',').map(str::trim).collect();
-        if fields.iter().any(|f| f.parse::<i64>().is_err()) {
-            has_id = ID_COLUMNS.contains(&fields[0].to_ascii_lowercase().as_str());
-            let names = fields[usize::from(has_id)..]
+    if let Some(Ok((_, first))) = records.peek() {
+        if first.iter().any(|f| f.parse::<i64>().is_err()) {
+            has_id = ID_COLUMNS.contains(&first[0].to_ascii_lowercase().as_str());
+            let names = first
                 .iter()
-                .map(|s| s.to_string())
+                .skip(usize::from(has_id))
+                .map(str::to_string)
                 .collect::<Vec<_>>();
             class_names = Some(names);
-            lines.next();
+            records.next();
         }
     }
 
@@ -67,8 +78,9 @@ pub fn parse_label_csv(text: &str, path: &Path) -> Result<LabelTable> {
     let mut ids = has_id.then(Vec::new);
     let mut values = Vec::new();
     let mut rows = 0;
-    for (line_no, line) in lines {
-        let mut fields = line.split(',').map(str::trim);
+    for record in records {
+        let (line_no, record) = record?;
+        let mut fields = record.iter();
         if let Some(ids) = ids.as_mut() {
             ids.push(fields.next().unwrap_or_default().to_string());
         }
@@ -165,34 +177,32 @@ pub fn write_label_csv(
             )));
         }
     }
-    let mut out = String::with_capacity(labels.images() * (labels.classes() * 3 + 8));
+    let io = |e: csv::Error| match e.into_kind() {
+        csv::ErrorKind::Io(e) => DataError::io(path, e),
+        other => DataError::invalid(path, "", format!("{other:?}")),
+    };
+    let mut writer = csv::WriterBuilder::new()
+        .flexible(false)
+        .from_path(path)
+        .map_err(io)?;
     if let Some(names) = class_names {
-        if ids.is_some() {
-            out.push_str("image_id,");
-        }
-        out.push_str(&names.join(","));
-        out.push('\n');
+        let id = ids.is_some().then_some("image_id");
+        writer
+            .write_record(id.into_iter().chain(names.iter().map(String::as_str)))
+            .map_err(io)?;
     }
     for n in 0..labels.images() {
-        if let Some(ids) = ids {
-            out.push_str(&ids[n]);
-            out.push(',');
-        }
-        for (c, v) in labels.row(n).iter().enumerate() {
-            if c > 0 {
-                out.push(',');
-            }
-            out.push_str(match v {
-                1 => "1",
-                -1 => "-1",
-                _ => "0",
-            });
-        }
-        out.push('\n');
+        let id = ids.map(|ids| ids[n].as_str());
+        let values = labels.row(n).iter().map(|v| match v {
+            1 => "1",
+            -1 => "-1",
+            _ => "0",
+        });
+        writer
+            .write_record(id.into_iter().chain(values))
+            .map_err(io)?;
     }
-    let mut file = std::fs::File::create(path).map_err(|e| DataError::io(path, e))?;
-    file.write_all(out.as_bytes())
-        .map_err(|e| DataError::io(path, e))
+    writer.flush().map_err(|e| DataError::io(path, e))
 }
 
 #[cfg(test)]

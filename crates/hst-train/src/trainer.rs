@@ -515,47 +515,66 @@ fn write_logs(dir: &Path, logs: &[EpochLog]) -> Result<(), TrainError> {
             }
         }
     }
-    let mut csv = String::from(
-        "epoch,lr,map,average_ap,op,or,of1,cp,cr,cf1,top3_of1,top3_cf1,tau_ist,tau_cst,\
-         ist_pseudo_precision,ist_pseudo_recall,cst_pseudo_precision,cst_pseudo_recall,seconds,train_images_per_second",
-    );
-    for n in &names {
-        csv.push_str(&format!(",loss_{n}"));
-    }
-    csv.push('\n');
+    const COLUMNS: [&str; 20] = [
+        "epoch",
+        "lr",
+        "map",
+        "average_ap",
+        "op",
+        "or",
+        "of1",
+        "cp",
+        "cr",
+        "cf1",
+        "top3_of1",
+        "top3_cf1",
+        "tau_ist",
+        "tau_cst",
+        "ist_pseudo_precision",
+        "ist_pseudo_recall",
+        "cst_pseudo_precision",
+        "cst_pseudo_recall",
+        "seconds",
+        "train_images_per_second",
+    ];
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    let header = COLUMNS
+        .iter()
+        .map(|c| c.to_string())
+        .chain(names.iter().map(|n| format!("loss_{n}")));
+    csv.write_record(header).expect("writes to memory");
     let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     for l in logs {
         let m = &l.metrics;
         let r = &l.record;
-        csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.2},{:.2}",
-            r.epoch,
-            l.lr,
-            m.map,
-            m.average_ap,
-            m.op,
-            m.or,
-            m.of1,
-            m.cp,
-            m.cr,
-            m.cf1,
-            m.top3.of1,
-            m.top3.cf1,
-            r.tau_ist,
-            r.tau_cst,
+        let fields = [
+            r.epoch.to_string(),
+            l.lr.to_string(),
+            m.map.to_string(),
+            m.average_ap.to_string(),
+            m.op.to_string(),
+            m.or.to_string(),
+            m.of1.to_string(),
+            m.cp.to_string(),
+            m.cr.to_string(),
+            m.cf1.to_string(),
+            m.top3.of1.to_string(),
+            m.top3.cf1.to_string(),
+            r.tau_ist.to_string(),
+            r.tau_cst.to_string(),
             opt(r.ist_pseudo.as_ref().map(|q| q.precision)),
             opt(r.ist_pseudo.as_ref().map(|q| q.recall)),
             opt(r.cst_pseudo.as_ref().map(|q| q.precision)),
             opt(r.cst_pseudo.as_ref().map(|q| q.recall)),
-            l.seconds,
-            l.train_images_per_second
-        ));
-        for n in &names {
-            csv.push_str(&format!(",{}", opt(r.losses.get(n).copied())));
-        }
-        csv.push('\n');
+            format!("{:.2}", l.seconds),
+            format!("{:.2}", l.train_images_per_second),
+        ];
+        let losses = names.iter().map(|n| opt(r.losses.get(n).copied()));
+        csv.write_record(fields.into_iter().chain(losses))
+            .expect("writes to memory");
     }
-    checkpoint::write_atomic(&dir.join("metrics.csv"), csv.as_bytes())
+    let csv = csv.into_inner().expect("writes to memory");
+    checkpoint::write_atomic(&dir.join("metrics.csv"), &csv)
 }
 
 fn read_logs(dir: &Path) -> Result<Vec<EpochLog>, TrainError> {

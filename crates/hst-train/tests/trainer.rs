@@ -168,6 +168,20 @@ fn interrupted_and_resumed_run_equals_uninterrupted_run() {
     );
     let logs = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
     assert_eq!(logs.lines().count(), 3);
+    // metrics.csv: one row per epoch, every row as wide as the header, and the mAP column equal to
+    // the JSONL record's.
+    let mut table = csv::Reader::from_path(b.join("metrics.csv")).unwrap();
+    let header = table.headers().unwrap().clone();
+    let map_col = header.iter().position(|h| h == "map").unwrap();
+    assert!(header.iter().any(|h| h.starts_with("loss_")), "{header:?}");
+    let rows: Vec<csv::StringRecord> = table.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3);
+    for (row, line) in rows.iter().zip(logs.lines()) {
+        assert_eq!(row.len(), header.len());
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let map: f64 = row[map_col].parse().unwrap();
+        assert_eq!(map, record["metrics"]["map"].as_f64().unwrap(), "{line}");
+    }
     for f in [
         "config.json",
         "constants.json",
