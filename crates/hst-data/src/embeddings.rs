@@ -10,6 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
+use npyz::WriterBuilder as _;
+
 use crate::error::{DataError, Result};
 
 /// VOC's fused class names and their words.
@@ -283,88 +285,47 @@ impl ClassEmbeddings {
         Self::from_npy_bytes(&bytes, path)
     }
 
-    /// Parses the bytes of a `.npy` file; `path` is used in errors only.
+    /// Parses the bytes of a `.npy` file (read by the `npyz` crate); `path` is used in errors only.
     pub fn from_npy_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         let bad = |msg: String| DataError::invalid(path, "", msg);
-        if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-            return Err(bad("not a .npy file (bad magic)".into()));
-        }
-        let major = bytes[6];
-        let (header_len, start) = match major {
-            1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-            2 | 3 => {
-                if bytes.len() < 12 {
-                    return Err(bad("truncated .npy header".into()));
-                }
-                (
-                    u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                    12,
-                )
-            }
-            v => return Err(bad(format!("unsupported .npy version {v}"))),
-        };
-        let header = bytes
-            .get(start..start + header_len)
-            .ok_or_else(|| bad("truncated .npy header".into()))?;
-        let header = std::str::from_utf8(header).map_err(|_| bad("header is not text".into()))?;
-        let descr = header_value(header, "descr")
-            .ok_or_else(|| bad(format!("no 'descr' in header {header:?}")))?;
-        let descr = descr
-            .trim_start()
-            .strip_prefix(['\'', '"'])
-            .and_then(|rest| rest.split(['\'', '"']).next())
-            .ok_or_else(|| bad(format!("bad 'descr' in header {header:?}")))?;
-        let fortran = header_value(header, "fortran_order")
-            .map(|v| v.trim().starts_with("True"))
-            .unwrap_or(false);
-        let shape_text = header_value(header, "shape")
-            .ok_or_else(|| bad(format!("no 'shape' in header {header:?}")))?;
-        let shape: Vec<usize> = shape_text
-            .trim()
-            .trim_start_matches('(')
-            .split(')')
-            .next()
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse::<usize>())
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| bad(format!("bad shape {shape_text:?}")))?;
+        let npy =
+            npyz::NpyFile::new(bytes).map_err(|e| bad(format!("not a readable .npy file: {e}")))?;
+        let shape = npy.shape().to_vec();
         let [rows, cols] = shape[..] else {
             return Err(bad(format!("expected a 2-D array, shape is {shape:?}")));
         };
-        let data = &bytes[start + header_len..];
-        let n = rows * cols;
-        let values: Vec<f32> = match descr {
-            "<f4" | "|f4" | "=f4" => {
-                if data.len() < n * 4 {
-                    return Err(bad(format!("{} data bytes for {n} float32", data.len())));
-                }
-                data.chunks_exact(4)
-                    .take(n)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect()
-            }
-            "<f8" | "|f8" | "=f8" => {
-                if data.len() < n * 8 {
-                    return Err(bad(format!("{} data bytes for {n} float64", data.len())));
-                }
-                data.chunks_exact(8)
-                    .take(n)
-                    .map(|b| {
-                        f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
-                    })
-                    .collect()
-            }
-            other => {
-                return Err(bad(format!(
-                    "dtype {other:?} is not little-endian float32/float64"
-                )))
-            }
+        let dtype = npy.dtype();
+        let npyz::DType::Plain(type_str) = &dtype else {
+            return Err(bad(format!(
+                "dtype {} is not float32/float64",
+                dtype.descr()
+            )));
         };
+        let width = match (type_str.type_char(), type_str.size_field()) {
+            (npyz::TypeChar::Float, w @ (4 | 8)) => w,
+            _ => return Err(bad(format!("dtype {type_str} is not float32/float64"))),
+        };
+        // The data must fit in the file: a header may claim any shape.
+        let n = rows
+            .checked_mul(cols)
+            .filter(|n| n.saturating_mul(width) <= bytes.len() as u64)
+            .ok_or_else(|| {
+                bad(format!(
+                    "shape {shape:?} of {type_str} needs more data than the file's {} bytes",
+                    bytes.len()
+                ))
+            })?;
+        let fortran = npy.order() == npyz::Order::Fortran;
+        let read = |e: std::io::Error| bad(format!("{n} values of {type_str}: {e}"));
+        let values: Vec<f32> = if width == 4 {
+            npy.into_vec::<f32>().map_err(read)?
+        } else {
+            let values = npy.into_vec::<f64>().map_err(read)?;
+            values.into_iter().map(|v| v as f32).collect()
+        };
+        let (rows, cols) = (rows as usize, cols as usize);
         let values = if fortran {
-            let mut c_order = vec![0.0; n];
+            let mut c_order = vec![0.0; values.len()];
             for r in 0..rows {
                 for c in 0..cols {
                     c_order[r * cols + c] = values[c * rows + r];
@@ -377,23 +338,19 @@ impl ClassEmbeddings {
         Self::new(rows, cols, values)
     }
 
-    /// The bytes of a `.npy` (version 1.0, `<f4`, C order) file holding the matrix.
+    /// The bytes of a `.npy` (`<f4`, C order) file holding the matrix (written by the `npyz` crate).
     pub fn to_npy_bytes(&self) -> Vec<u8> {
-        let mut header = format!(
-            "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
-            self.classes, self.dim
-        );
-        // Pad so that magic (6) + version (2) + length (2) + header is a multiple of 64.
-        let total = 10 + header.len() + 1;
-        header.push_str(&" ".repeat((64 - total % 64) % 64));
-        header.push('\n');
-        let mut out = Vec::with_capacity(10 + header.len() + self.values.len() * 4);
-        out.extend_from_slice(b"\x93NUMPY\x01\x00");
-        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        out.extend_from_slice(header.as_bytes());
-        for v in &self.values {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        let mut out = Vec::with_capacity(128 + self.values.len() * 4);
+        let mut writer = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(&[self.classes as u64, self.dim as u64])
+            .writer(&mut out)
+            .begin_nd()
+            .expect("writes to memory");
+        writer
+            .extend(self.values.iter().copied())
+            .expect("writes to memory");
+        writer.finish().expect("writes to memory");
         out
     }
 
@@ -402,16 +359,6 @@ impl ClassEmbeddings {
         let path = path.as_ref();
         std::fs::write(path, self.to_npy_bytes()).map_err(|e| DataError::io(path, e))
     }
-}
-
-/// The text after `'key':` in a numpy header dict, up to the end of the header.
-fn header_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
-    let pos = header
-        .find(&format!("'{key}'"))
-        .or_else(|| header.find(&format!("\"{key}\"")))?;
-    let rest = &header[pos + key.len() + 2..];
-    let colon = rest.find(':')?;
-    Some(&rest[colon + 1..])
 }
 
 #[cfg(test)]
@@ -485,6 +432,30 @@ mod tests {
         }
         let m = ClassEmbeddings::from_npy_bytes(&b, Path::new("f.npy")).unwrap();
         assert_eq!(m.values(), &[1.0, 2.0, 3.0, 4.0]);
+
+        // A header claiming more data than the file holds, and an integer dtype: errors, no allocation.
+        let npy = |header: &str, data: &[u8]| {
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+            b.extend_from_slice(header.as_bytes());
+            b.extend_from_slice(data);
+            ClassEmbeddings::from_npy_bytes(&b, Path::new("h.npy"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = npy(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4000000000, 4000000000), }\n",
+            &[0; 16],
+        );
+        assert!(e.contains("h.npy") && e.contains("needs more data"), "{e}");
+        let e = npy(
+            "{'descr': '<i4', 'fortran_order': False, 'shape': (1, 1), }\n",
+            &[0; 4],
+        );
+        assert!(
+            e.contains("h.npy") && e.contains("not float32/float64"),
+            "{e}"
+        );
 
         let err = ClassEmbeddings::from_npy_bytes(b"hello world", Path::new("bad.npy"))
             .unwrap_err()
