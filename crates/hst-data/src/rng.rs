@@ -9,8 +9,8 @@
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::SplitMix64;
 
-/// SplitMix64's increment (the golden-ratio constant).
-const PHI: u64 = 0x9E37_79B9_7F4A_7C15;
+/// The golden-ratio increment of SplitMix64 (2^64 / φ), which the seed folds add before each mix.
+pub const PHI: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// A seeded SplitMix64 stream (Steele, Lea & Flood 2014) and the draws built on it.
 #[derive(Clone, Debug)]

@@ -95,6 +95,15 @@ pub enum TrainError {
     /// A weight or reference checkpoint could not be read or does not fit the model.
     #[error(transparent)]
     Weights(#[from] hst_backbone::BackboneError),
+    /// The model refused what the loop passed it (a shape or label value the transfer modules check).
+    #[error("{what}: {source}")]
+    Model {
+        /// The computation (`"losses"`, `"prototypes"`, `"batch labels"`).
+        what: &'static str,
+        /// What the transfer crate reported.
+        #[source]
+        source: hst_transfer::TransferError,
+    },
     /// A data error (reading a dataset or image).
     #[error(transparent)]
     Data(#[from] hst_data::DataError),
