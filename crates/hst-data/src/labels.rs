@@ -296,10 +296,8 @@ impl PartialLabels {
         }
     }
 
-    /// The reference protocol: keep each entry of `full` iff its uniform is `< proportion`
-    /// (see [`crate::protocol`]).
-    pub fn from_protocol(full: LabelMatrix, proportion: f64, seed: u32) -> Self {
-        let partial = crate::protocol::apply_protocol(&full, proportion, seed);
+    /// `full` and a `partial` derived from it by a protocol that keeps or hides entries, unchecked.
+    pub(crate) fn derived(full: LabelMatrix, partial: LabelMatrix) -> Self {
         Self { full, partial }
     }
 

@@ -8,7 +8,7 @@
 
 use rand_mt::Mt;
 
-use crate::labels::LabelMatrix;
+use crate::labels::{LabelMatrix, PartialLabels};
 
 /// The seed of the reference (`np.random.seed(0)`).
 pub const REFERENCE_SEED: u32 = 0;
@@ -59,6 +59,15 @@ pub fn apply_protocol(full: &LabelMatrix, proportion: f64, seed: u32) -> LabelMa
         .map(|(&v, keep)| if keep { v } else { 0 })
         .collect();
     LabelMatrix::new(full.images(), full.classes(), values).expect("same shape and values as full")
+}
+
+impl PartialLabels {
+    /// The reference protocol: keep each entry of `full` iff its uniform is `< proportion`
+    /// (see [`apply_protocol`]).
+    pub fn from_protocol(full: LabelMatrix, proportion: f64, seed: u32) -> Self {
+        let partial = apply_protocol(&full, proportion, seed);
+        Self::derived(full, partial)
+    }
 }
 
 #[cfg(test)]

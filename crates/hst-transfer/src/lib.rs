@@ -8,6 +8,7 @@
 //! losses ([`loss`]).
 
 pub mod batch_labels;
+pub mod cosine;
 pub mod cst;
 pub mod dtl;
 pub mod error;

@@ -4,15 +4,7 @@ use burn::prelude::*;
 
 use super::prototypes::Prototypes;
 
-/// Divide each vector along `dim` by `max(‖x‖₂, eps)`.
-pub fn normalize<B: Backend, const D: usize>(
-    x: Tensor<B, D>,
-    dim: usize,
-    eps: f64,
-) -> Tensor<B, D> {
-    let norm = x.clone().square().sum_dim(dim).sqrt().clamp_min(eps);
-    x / norm
-}
+pub use crate::cosine::normalize;
 
 /// `s_nc = (1/K_c) Σ_k cos(f_c^n, p_{c,k})` over the class's valid prototypes (K_c of them); 0 for a class
 /// without prototypes. Cosine eps as in the reference (`CosineSimilarity(eps=1e-9)`).

@@ -3,7 +3,7 @@
 use burn::prelude::*;
 
 use crate::batch_labels::BatchLabels;
-use crate::cst::similarity::normalize;
+use crate::cosine::normalize;
 use crate::pairs::{index_tensor, pair_indices};
 use hst_data::rng::SeededRng;
 
