@@ -136,6 +136,17 @@ impl DataError {
             message: message.into(),
         }
     }
+
+    /// The error of the `csv` crate reading or writing `path`: [`DataError::Io`] for an I/O failure, else
+    /// [`DataError::Invalid`] at the record's line (when the reader knows it).
+    pub(crate) fn csv(path: impl Into<PathBuf>, error: csv::Error) -> Self {
+        let line = error.position().map(|p| format!("line {}", p.line()));
+        let message = error.to_string();
+        match error.into_kind() {
+            csv::ErrorKind::Io(source) => Self::io(path, source),
+            _ => Self::invalid(path, line.unwrap_or_default(), message),
+        }
+    }
 }
 
 /// Result alias of the crate.

@@ -48,10 +48,7 @@ pub fn parse_label_csv(text: &str, path: &Path) -> Result<LabelTable> {
     let mut records = reader
         .into_records()
         .map(|record| {
-            let record = record.map_err(|e| {
-                let line = e.position().map(|p| p.line()).unwrap_or_default();
-                DataError::invalid(path, format!("line {line}"), e.to_string())
-            })?;
+            let record = record.map_err(|e| DataError::csv(path, e))?;
             let line = record.position().map(|p| p.line()).unwrap_or_default();
             Ok((line, record))
         })
@@ -177,14 +174,8 @@ pub fn write_label_csv(
             )));
         }
     }
-    let io = |e: csv::Error| match e.into_kind() {
-        csv::ErrorKind::Io(e) => DataError::io(path, e),
-        other => DataError::invalid(path, "", format!("{other:?}")),
-    };
-    let mut writer = csv::WriterBuilder::new()
-        .flexible(false)
-        .from_path(path)
-        .map_err(io)?;
+    let io = |e| DataError::csv(path, e);
+    let mut writer = csv::Writer::from_path(path).map_err(io)?;
     if let Some(names) = class_names {
         let id = ids.is_some().then_some("image_id");
         writer

@@ -88,7 +88,7 @@ fn parse_csv(path: &Path) -> Result<Parsed> {
         .from_reader(text.as_bytes());
     let header = reader
         .headers()
-        .map_err(|e| DataError::invalid(path, "line 1", e.to_string()))?
+        .map_err(|e| DataError::csv(path, e))?
         .clone();
     if header.len() < 2 {
         return Err(DataError::invalid(
@@ -101,10 +101,7 @@ fn parse_csv(path: &Path) -> Result<Parsed> {
     let mut images = Vec::new();
     let mut values = Vec::new();
     for record in reader.records() {
-        let record = record.map_err(|e| {
-            let line = e.position().map(|p| p.line()).unwrap_or(0);
-            DataError::invalid(path, format!("line {line}"), e.to_string())
-        })?;
+        let record = record.map_err(|e| DataError::csv(path, e))?;
         let line = record.position().map(|p| p.line()).unwrap_or(0);
         let location = format!("line {line}");
         if record.len() == 1 && record[0].is_empty() {
@@ -249,7 +246,7 @@ pub fn write_manifest_csv(
             labels.classes()
         )));
     }
-    let io = |e: csv::Error| DataError::invalid(path, "", e.to_string());
+    let io = |e| DataError::csv(path, e);
     let mut writer = csv::Writer::from_path(path).map_err(io)?;
     let mut header = vec!["image".to_string()];
     header.extend(classes.iter().cloned());
