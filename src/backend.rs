@@ -172,16 +172,26 @@ fn start<B: AutodiffBackend, J: BackendJob>(
     Ok(job.run::<B>(name, device))
 }
 
+thread_local! {
+    static PROBING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is probing a device right now. A panic of the runtime there is caught and returned as
+/// [`BackendError::Unavailable`]; a panic hook may stay silent for it, as the `hst` binary's does. (The probe
+/// leaves the process's panic hook alone: that belongs to the application.)
+pub fn probing() -> bool {
+    PROBING.with(std::cell::Cell::get)
+}
+
 /// Run `1 + 1` on the device, turning a panic of the runtime into an error message.
 fn probe<B: AutodiffBackend>(device: &B::Device) -> Result<(), String> {
     let device = device.clone();
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    PROBING.with(|p| p.set(true));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         let x = Tensor::<B, 1>::ones([2], &device);
         (x.clone() + x).into_data().to_vec::<f32>()
     }));
-    std::panic::set_hook(previous);
+    PROBING.with(|p| p.set(false));
     match result {
         Ok(Ok(v)) if v == [2.0, 2.0] => Ok(()),
         Ok(Ok(v)) => Err(format!("the device computed 1 + 1 = {v:?}")),

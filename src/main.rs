@@ -247,6 +247,14 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // A GPU runtime that finds no device panics while the backend is probed; the probe reports that as an
+    // error, so its panic message is not printed.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !hst::backend::probing() {
+            default_hook(info);
+        }
+    }));
     let cli = Cli::parse();
     init_logging(cli.verbose);
     if let Err(e) = run(cli) {
