@@ -89,17 +89,12 @@ fn temp(name: &str) -> PathBuf {
     dir
 }
 
-/// `/work/shared`, found from the repository root; `None` (after a note) when it is missing, a panic under CI.
+#[path = "support/shared.rs"]
+mod support;
+
+/// `../shared`, or `None` after a counted skip note; a panic under CI (see `tests/support/shared.rs`).
 fn shared() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{} is missing (CI is set)", dir.display());
-    }
-    eprintln!("note: {} is missing; skipping", dir.display());
-    None
+    support::shared("")
 }
 
 /// Trains the tiny configuration into `dir` and returns stdout.
@@ -667,5 +662,76 @@ fn sigterm_saves_a_checkpoint_that_resumes() {
         "epochs=1",
     ]);
     assert!(!resumed.contains("panicked"), "{resumed}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A user's manifest with one class: refused before any work while IST (which learns class pairs) is on,
+/// trained and evaluated with `model.ablation.ist=false`; never a panic.
+#[test]
+fn a_one_class_manifest_is_refused_with_ist_and_trains_without() {
+    let dir = temp("one-class");
+    for (split, n) in [("train", 20), ("test", 6)] {
+        let mut csv = String::from("image,cat\n");
+        for i in 0..n {
+            let name = format!("{split}-{i}.png");
+            let shade = (i * 37 % 256) as u8;
+            image::RgbImage::from_fn(40, 40, |x, y| {
+                image::Rgb([shade, (x * 6) as u8, (y * 6) as u8])
+            })
+            .save(dir.join(&name))
+            .unwrap();
+            csv.push_str(&format!("{name},{}\n", if i % 2 == 0 { 1 } else { -1 }));
+        }
+        std::fs::write(dir.join(format!("{split}.csv")), csv).unwrap();
+    }
+    let words = dir.join("words.npy");
+    hst_data::ClassEmbeddings::new(1, 4, vec![0.1, -0.2, 0.3, 0.4])
+        .unwrap()
+        .write_npy(&words)
+        .unwrap();
+    let source = format!(
+        r#"data.source={{"kind":"manifest","train":"{}","test":"{}"}}"#,
+        dir.join("train.csv").display(),
+        dir.join("test.csv").display()
+    );
+    let word_vectors = format!(
+        r#"data.word_vectors={{"kind":"npy","path":"{}"}}"#,
+        words.display()
+    );
+    let out = dir.join("run");
+    let args = |extra: &[&str]| {
+        let mut args = vec![
+            "train".to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        let sets = TINY
+            .iter()
+            .filter(|s| !s.starts_with("data.source."))
+            .map(|s| s.to_string())
+            .chain([source.clone(), word_vectors.clone(), "epochs=1".into()])
+            .chain(extra.iter().map(|s| s.to_string()));
+        for s in sets {
+            args.push("--set".into());
+            args.push(s);
+        }
+        args
+    };
+    let refused = hst(&args(&[]));
+    let stderr = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("1 class(es)") && stderr.contains("model.ablation.ist=false"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.exists(), "a refused run wrote {}", out.display());
+
+    let trained = hst(&args(&["model.ablation.ist=false", "batch_size=4"]));
+    let stderr = text(&trained.stderr);
+    assert!(trained.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 1, "{metrics}");
     std::fs::remove_dir_all(&dir).ok();
 }

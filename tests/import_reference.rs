@@ -26,17 +26,12 @@ use safetensors::{Dtype, SafeTensors};
 
 const TOLERANCE: f64 = 1e-4;
 
-/// `../shared`, found from the repository root; `None` (after a note) when it is missing, a panic under CI.
+#[path = "support/shared.rs"]
+mod support;
+
+/// `../shared`, or `None` after a counted skip note; a panic under CI (see `tests/support/shared.rs`).
 fn shared() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{} is missing (CI is set)", dir.display());
-    }
-    eprintln!("note: {} is missing; skipping", dir.display());
-    None
+    support::shared("")
 }
 
 /// One tensor of a `.safetensors` file as f32 values with its shape.

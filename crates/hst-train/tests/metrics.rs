@@ -4,31 +4,19 @@
 //! Tolerance: 1e-9 absolute on every value. All values are fractions in [0, 1] (the fixture stores fractions,
 //! not percentages), so this is also at most 1e-9 relative to 1.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use hst_train::metrics::{evaluate, MetricAccumulator, MultiLabelMetrics};
 use safetensors::{Dtype, SafeTensors};
 
 const TOL: f64 = 1e-9;
 
-/// The fixture file, or `None` (with a note) when shared/ is missing outside CI.
+#[path = "../../../tests/support/shared.rs"]
+mod shared;
+
+/// The fixture file, or `None` after a counted skip note; a panic under CI.
 fn fixture() -> Option<PathBuf> {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
-    let path = shared.join("fixtures/hst-reference/hst-reference.safetensors");
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "fixture {} is missing (CI is set, so the shared/ folder must be present)",
-            path.display()
-        );
-    }
-    eprintln!(
-        "note: {} not found; skipping the reference comparison",
-        path.display()
-    );
-    None
+    shared::shared("fixtures/hst-reference/hst-reference.safetensors")
 }
 
 /// A float64 tensor of the fixture, with its shape.

@@ -14,7 +14,7 @@
 //! which the project's seeded sampling reproduces exactly.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Param};
@@ -38,9 +38,8 @@ const GRADIENT_TOLERANCE: f64 = 1e-3;
 /// Gradients that are zero in theory (softmax-invariant biases): |g| ≤ this.
 const ZERO_GRADIENT_BOUND: f64 = 1e-6;
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/hst-reference")
-}
+#[path = "../../../tests/support/shared.rs"]
+mod shared;
 
 struct Fixture {
     bytes: Vec<u8>,
@@ -48,20 +47,7 @@ struct Fixture {
 
 impl Fixture {
     fn load() -> Option<Self> {
-        let path = fixture_dir().join("hst-model-step.safetensors");
-        if !path.exists() {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "model-step fixture missing: {} (the shared folder must sit next to the repository)",
-                    path.display()
-                );
-            }
-            eprintln!(
-                "note: {} not found, skipping the model-step check",
-                path.display()
-            );
-            return None;
-        }
+        let path = shared::shared("fixtures/hst-reference/hst-model-step.safetensors")?;
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         Some(Self { bytes })
     }

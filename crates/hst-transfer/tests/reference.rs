@@ -4,7 +4,7 @@
 //! Every non-metric output is reproduced within 1e-5 relative (1e-7 absolute for exact zeros). The float64
 //! metric entries are checked by hst-train.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use burn::backend::Flex;
 use burn::prelude::*;
@@ -23,23 +23,12 @@ type TB = Flex;
 const RELATIVE: f64 = 1e-5;
 const ABSOLUTE: f64 = 1e-7;
 
+#[path = "../../../tests/support/shared.rs"]
+mod shared;
+
+/// The reference fixture, or `None` after a counted skip note; a panic under CI.
 fn fixture_path() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/hst-reference");
-    let file = dir.join("hst-reference.safetensors");
-    if file.exists() {
-        return Some(file);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "reference fixture missing: {} (the shared folder must sit next to the repository)",
-            file.display()
-        );
-    }
-    eprintln!(
-        "note: {} not found, skipping the reference checks",
-        file.display()
-    );
-    None
+    shared::shared("fixtures/hst-reference/hst-reference.safetensors")
 }
 
 struct Fixture {

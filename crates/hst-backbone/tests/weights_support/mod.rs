@@ -9,21 +9,13 @@ use burn::prelude::*;
 /// The test backend.
 pub type TB = burn::backend::Flex;
 
-/// `/work/shared` (or wherever `../../../shared` from this crate points). `None`, after a note,
-/// when it is missing and `CI` is unset; a panic when `CI` is set.
+#[path = "../../../../tests/support/shared.rs"]
+mod support;
+
+/// The `../shared` folder, or `None` after a counted skip note; a panic under CI (see
+/// `tests/support/shared.rs`).
 pub fn shared_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "shared fixtures folder {} is missing (CI is set, so this is an error)",
-            dir.display()
-        );
-    }
-    eprintln!("note: {} is missing; skipping this test", dir.display());
-    None
+    support::shared("")
 }
 
 /// A float32 tensor from a safetensors file, as a burn tensor of rank `D`.

@@ -3,24 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-/// `/work/shared` (found as `../../../shared` from this crate), or `None` with a note when it
-/// is missing; panics when missing and the `CI` environment variable is set.
-pub fn shared(sub: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared")
-        .join(sub);
-    if dir.exists() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "shared test data {} is missing (required when CI is set)",
-            dir.display()
-        );
-    }
-    eprintln!("note: {} is missing; skipping", dir.display());
-    None
-}
+#[path = "../../../../tests/support/shared.rs"]
+mod support;
+
+/// `../shared/<sub>`, or `None` after a counted skip note; a panic under CI (see `tests/support/shared.rs`).
+pub use support::shared;
 
 /// The crate's committed fixtures.
 pub fn fixture(sub: &str) -> PathBuf {
