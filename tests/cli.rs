@@ -735,3 +735,50 @@ fn a_one_class_manifest_is_refused_with_ist_and_trains_without() {
     assert_eq!(metrics.lines().count(), 1, "{metrics}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Partial labels from a file that does not fit the training set, and word vectors from a `.gz` that is not
+/// gzip: refused before any work, the message naming the file.
+#[test]
+fn unfit_label_and_word_vector_files_are_named() {
+    let dir = temp("unfit-files");
+    let labels = dir.join("partial.csv");
+    std::fs::write(&labels, "1,0,-1\n0,1,0\n").unwrap();
+    let fake_gz = dir.join("glove.txt.gz");
+    std::fs::write(&fake_gz, b"\x1f\x8b\x08\x00not really gzip").unwrap();
+    let out = dir.join("run");
+    let cases = [
+        (
+            format!("data.partial_labels={}", labels.display()),
+            labels.clone(),
+        ),
+        (
+            format!(
+                r#"data.word_vectors={{"kind":"glove","path":"{}"}}"#,
+                fake_gz.display()
+            ),
+            fake_gz.clone(),
+        ),
+    ];
+    for (set, file) in cases {
+        let mut args = vec![
+            "train".to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        for s in TINY.iter().map(|s| s.to_string()).chain([set.clone()]) {
+            args.push("--set".into());
+            args.push(s);
+        }
+        let output = hst(&args);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{set}: {stderr}");
+        assert!(
+            stderr.contains(&file.display().to_string()),
+            "{set}: the message does not name {}:\n{stderr}",
+            file.display()
+        );
+        assert!(!stderr.contains("panicked"), "{set}: {stderr}");
+        assert!(!out.exists(), "{set} wrote {}", out.display());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,7 +1,7 @@
 //! Turning a [`DataConfig`] into datasets, partial labels and word vectors.
 
 use hst_data::datasets::{coco::read_coco, manifest::read_manifest, vg::read_vg, voc::read_voc};
-use hst_data::label_file::read_label_csv;
+use hst_data::label_file::read_partial_labels;
 use hst_data::{
     ClassEmbeddings, EmbeddedConfig, EmbeddedDataset, MultiLabelSource, PartialLabels, WordVectors,
 };
@@ -97,8 +97,8 @@ pub fn load(config: &DataConfig) -> Result<RunData, TrainError> {
     }
     let full = train.full_labels().clone();
     let partial = if let Some(path) = &config.partial_labels {
-        let table = read_label_csv(path)?;
-        PartialLabels::new(full, table.labels)?
+        // Errors name the file: a table of another shape, or values that contradict the full labels.
+        read_partial_labels(path, full)?
     } else if let Some(partial) = manifest_partial {
         PartialLabels::new(full, partial)?
     } else {
