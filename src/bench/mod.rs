@@ -5,7 +5,7 @@
 //!
 //! - the training step (forward, losses, backward, Adam step on `Autodiff<B>`), timed per phase;
 //! - inference (`model.valid()`, the inner backend);
-//! - data preparation with the real [`HstBatcher`] (embedded mosaics, or synthetic JPEGs decoded per image),
+//! - data preparation with the real [`HstBatcher`](hst_data::HstBatcher) (embedded mosaics, or synthetic JPEGs decoded per image),
 //!   timed on its own so that a fast device is not starved by decoding;
 //! - host peak memory (`VmHWM`) and, on an NVIDIA device, device memory sampled with `nvidia-smi`.
 //!
