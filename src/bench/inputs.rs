@@ -5,14 +5,12 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use burn::optim::{decay::WeightDecayConfig, AdamConfig, Optimizer};
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use hst_data::rng::SeededRng;
 use hst_data::{DataError, LabelMatrix, MultiLabelSource};
+pub(crate) use hst_train::trainer::adam;
 use hst_train::trainer::resolve_model_config;
-use hst_train::TrainConfig;
 use hst_transfer::{BatchLabels, Hst, Prototypes};
 
 use super::spec::BenchSpec;
@@ -120,16 +118,6 @@ pub(crate) fn bench_inputs<B: Backend>(
         partial,
         constants.prototypes::<B>(spec.classes, device),
     )
-}
-
-pub(crate) fn adam<B: AutodiffBackend>(config: &TrainConfig) -> impl Optimizer<Hst<B>, B> {
-    let opt = &config.optimizer;
-    AdamConfig::new()
-        .with_beta_1(opt.beta1)
-        .with_beta_2(opt.beta2)
-        .with_epsilon(opt.epsilon)
-        .with_weight_decay(Some(WeightDecayConfig::new(opt.weight_decay as f32)))
-        .init::<B, Hst<B>>()
 }
 
 pub(crate) fn sync<B: Backend>(device: &B::Device) -> Result<()> {

@@ -48,7 +48,7 @@ use crate::metrics::MultiLabelMetrics;
 use crate::report::{write_report, EpochRecord};
 
 pub use evaluation::{evaluate, pairs_to_matrix, statistical_cooccurrence, Evaluation};
-pub use model::{build_model, load_run_model, resolve_model_config, RunConstants};
+pub use model::{adam, build_model, load_run_model, resolve_model_config, RunConstants};
 pub(crate) use run_folder::write_run_description;
 
 use run_folder::{Checkpoints, Position};

@@ -117,7 +117,7 @@ pub fn build_model<B: Backend>(
 }
 
 /// The reference's optimiser: Adam with the configured betas, epsilon and (L2) weight decay.
-pub(crate) fn adam<B: AutodiffBackend>(config: &TrainConfig) -> impl Optimizer<Hst<B>, B> {
+pub fn adam<B: AutodiffBackend>(config: &TrainConfig) -> impl Optimizer<Hst<B>, B> {
     let opt = &config.optimizer;
     AdamConfig::new()
         .with_beta_1(opt.beta1)
