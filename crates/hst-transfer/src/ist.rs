@@ -121,7 +121,7 @@ impl<B: Backend> IstHead<B> {
     /// - semantic: `[batch, classes, feature_dim]`
     /// - output: `[batch, pairs]`, pairs in the order `(0,1), (0,2), …, (1,2), …`
     pub fn forward(&self, semantic: Tensor<B, 3>) -> Tensor<B, 2> {
-        let [batch, _classes, _dim] = semantic.dims();
+        let [batch, classes, _dim] = semantic.dims();
         let pairs = self.pairs();
         let hidden = self.hidden_dim();
         let pair_dim = self.pair_dim();
@@ -131,8 +131,12 @@ impl<B: Backend> IstHead<B> {
         let w_b1 = w_b.clone().slice([0..hidden, 0..pair_dim]); // [hidden, pair_dim]
         let w_b2 = w_b.slice([hidden..2 * hidden, 0..pair_dim]); // [hidden, pair_dim]
         let b_b = self.pair_hidden.bias.as_ref().map(|b| b.val());
-        let left = linear_rows_with(g.clone(), w_b1, None).swap_dims(0, 1); // [classes, batch, pair_dim]
-        let right = linear_rows_with(g, w_b2, b_b).swap_dims(0, 1); // [classes, batch, pair_dim]
+        // Class-major rows `[classes, batch · pair_dim]`: the per-pair gathers below are 2-D row selects,
+        // which Burn's CPU backend runs (and scatters back in the backward pass) as row copies; its N-D
+        // select computes every element's index.
+        let rows = |x: Tensor<B, 3>| x.swap_dims(0, 1).reshape([classes, batch * pair_dim]);
+        let left = rows(linear_rows_with(g.clone(), w_b1, None)); // [classes, batch * pair_dim]
+        let right = rows(linear_rows_with(g, w_b2, b_b)); // [classes, batch * pair_dim]
 
         // Fold W_c, b_c into the per-pair weights: v·(W_c r + b_c) = (W_c v)·r + v·b_c
         // (burn stores W_c as [in, out], so the folded weights are v W_cᵀ).
@@ -153,7 +157,8 @@ impl<B: Backend> IstHead<B> {
             let size = end - start;
             let first = self.first.clone().slice(start..end);
             let second = self.second.clone().slice(start..end);
-            let activated = relu(left.clone().select(0, first) + right.clone().select(0, second)); // [chunk, batch, pair_dim]
+            let activated = relu(left.clone().select(0, first) + right.clone().select(0, second))
+                .reshape([size, batch, pair_dim]); // [chunk, batch, pair_dim]
             let weight = folded_weight
                 .clone()
                 .slice([start..end, 0..pair_dim])

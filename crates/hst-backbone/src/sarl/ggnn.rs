@@ -4,8 +4,6 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
-use crate::linear::{linear_rows, linear_rows_with};
-
 /// Configuration of [`Ggnn`].
 #[derive(Config, Debug)]
 pub struct GgnnConfig {
@@ -69,39 +67,40 @@ impl<B: Backend> Ggnn<B> {
     /// - adjacency: `[classes, classes]` (`A_ij`, row `i` receives from `j`)
     /// - output: `[batch, classes, dim]` (`h^(T)`)
     pub fn forward(&self, nodes: Tensor<B, 3>, adjacency: Tensor<B, 2>) -> Tensor<B, 3> {
-        let [batch, classes, _dim] = nodes.dims();
-        let in_matrix = adjacency
-            .clone()
-            .unsqueeze::<3>()
-            .expand([batch, classes, classes]); // [batch, classes, classes]
-        let out_matrix = adjacency
-            .transpose()
-            .unsqueeze::<3>()
-            .expand([batch, classes, classes]); // [batch, classes, classes]
-
-        // The three message linears read the same `a` and the first two state linears the same `h`:
-        // each group runs as one GEMM on the concatenated weights (`[2·dim, 3·dim]`, `[dim, 2·dim]`),
-        // on the `[batch · classes, ·]` rows (see `crate::linear`). Same function, fewer and larger GEMMs.
-        let (message_weight, message_bias) = concat_linears(&[
+        let [batch, classes, dim] = nodes.dims();
+        if self.time_steps == 0 {
+            return nodes;
+        }
+        let rows = batch * classes;
+        // Feature-major states `hᵀ [dim, batch · classes]`: every linear is `Wᵀ hᵀ` (one GEMM), the gates'
+        // slices of the fused GEMMs are blocks of whole rows (contiguous, so the element-wise GRU runs on
+        // contiguous memory in both passes), and the message sums over the graph are one GEMM on the
+        // `[dim · batch, classes]` view: `Σ_j A_cj h_j` is `hᵀ Aᵀ`, `Σ_j A_jc h_j` is `hᵀ A`.
+        //
+        // The three message linears read the same `a` and the first two state linears the same `h`: each
+        // group runs as one GEMM on the stacked weights (`[3·dim, 2·dim]`, `[2·dim, dim]`).
+        let (message_weight, message_bias) = stack_transposed(&[
             &self.update_message,
             &self.reset_message,
             &self.candidate_message,
-        ]); // [2 * dim, 3 * dim], [3 * dim]
-        let (state_weight, state_bias) = concat_linears(&[&self.update_state, &self.reset_state]); // [dim, 2 * dim], [2 * dim]
+        ]); // [3 * dim, 2 * dim], [3 * dim, 1]
+        let (state_weight, state_bias) = stack_transposed(&[&self.update_state, &self.reset_state]); // [2 * dim, dim], [2 * dim, 1]
+        let (candidate_weight, candidate_bias) = stack_transposed(&[&self.candidate_state]); // [dim, dim], [dim, 1]
+        let in_matrix_t = adjacency.clone().transpose(); // [classes, classes]
 
-        let mut h = nodes;
+        let mut h = nodes.reshape([rows, dim]).transpose(); // [dim, rows]
         for _ in 0..self.time_steps {
-            let a = Tensor::cat(
-                vec![
-                    in_matrix.clone().matmul(h.clone()),
-                    out_matrix.clone().matmul(h.clone()),
-                ],
-                2,
-            ); // [batch, classes, 2 * dim]
-            let messages = linear_rows_with(a, message_weight.clone(), message_bias.clone()); // [batch, classes, 3 * dim]
-            let states = linear_rows_with(h.clone(), state_weight.clone(), state_bias.clone()); // [batch, classes, 2 * dim]
-            let mut messages = messages.chunk(3, 2).into_iter();
-            let mut states = states.chunk(2, 2).into_iter();
+            let flat = h.clone().reshape([dim * batch, classes]); // [dim * batch, classes]
+            let incoming = flat
+                .clone()
+                .matmul(in_matrix_t.clone())
+                .reshape([dim, rows]); // [dim, rows]
+            let outgoing = flat.matmul(adjacency.clone()).reshape([dim, rows]); // [dim, rows]
+            let a = Tensor::cat(vec![incoming, outgoing], 0); // [2 * dim, rows]
+            let messages = affine(&message_weight, a, &message_bias); // [3 * dim, rows]
+            let states = affine(&state_weight, h.clone(), &state_bias); // [2 * dim, rows]
+            let mut messages = messages.chunk(3, 0).into_iter();
+            let mut states = states.chunk(2, 0).into_iter();
             let (update_message, reset_message, candidate_message) = (
                 messages.next().expect("3 chunks"),
                 messages.next().expect("3 chunks"),
@@ -111,19 +110,41 @@ impl<B: Backend> Ggnn<B> {
                 states.next().expect("2 chunks"),
                 states.next().expect("2 chunks"),
             );
-            let z = sigmoid(update_message + update_state); // [batch, classes, dim]
-            let r = sigmoid(reset_message + reset_state); // [batch, classes, dim]
-            let candidate =
-                (candidate_message + linear_rows(&self.candidate_state, r * h.clone())).tanh(); // [batch, classes, dim]
-            h = (z.clone().neg() + 1.0) * h + z * candidate; // [batch, classes, dim]
+            let z = sigmoid(update_message + update_state); // [dim, rows]
+            let r = sigmoid(reset_message + reset_state); // [dim, rows]
+            let candidate = (candidate_message
+                + affine(&candidate_weight, r * h.clone(), &candidate_bias))
+            .tanh(); // [dim, rows]
+            h = (z.clone().neg() + 1.0) * h + z * candidate; // [dim, rows]
         }
-        h
+        h.transpose().reshape([batch, classes, dim])
     }
 }
 
-/// The weights `[in, Σ out]` and biases `[Σ out]` of linears that read the same input, side by side.
-fn concat_linears<B: Backend>(layers: &[&Linear<B>]) -> (Tensor<B, 2>, Option<Tensor<B, 1>>) {
-    let weight = Tensor::cat(layers.iter().map(|l| l.weight.val()).collect(), 1);
+/// `weight · x + bias` on feature-major columns.
+///
+/// # Shapes
+/// - weight: `[out, in]`, x: `[in, rows]`, bias: `[out, 1]`
+/// - output: `[out, rows]`
+fn affine<B: Backend>(
+    weight: &Tensor<B, 2>,
+    x: Tensor<B, 2>,
+    bias: &Option<Tensor<B, 2>>,
+) -> Tensor<B, 2> {
+    let out = weight.clone().matmul(x);
+    match bias {
+        Some(bias) => out + bias.clone(),
+        None => out,
+    }
+}
+
+/// The transposed weights `[Σ out, in]` and biases `[Σ out, 1]` of linears that read the same input, stacked
+/// (burn stores a linear's weight as `[in, out]`).
+fn stack_transposed<B: Backend>(layers: &[&Linear<B>]) -> (Tensor<B, 2>, Option<Tensor<B, 2>>) {
+    let weight = Tensor::cat(
+        layers.iter().map(|l| l.weight.val().transpose()).collect(),
+        0,
+    );
     if layers.iter().all(|l| l.bias.is_none()) {
         return (weight, None);
     }
@@ -134,7 +155,7 @@ fn concat_linears<B: Backend>(layers: &[&Linear<B>]) -> (Tensor<B, 2>, Option<Te
             None => Tensor::zeros([l.weight.dims()[1]], &l.weight.device()),
         })
         .collect();
-    (weight, Some(Tensor::cat(biases, 0)))
+    (weight, Some(Tensor::cat(biases, 0).unsqueeze_dim::<2>(1)))
 }
 
 #[cfg(test)]
