@@ -508,6 +508,125 @@ pub fn depthwise_backward(
     (grad_x, grad_w)
 }
 
+/// The shape of a dense (one-group) 2-D convolution: `[batch, in, h, w] → [batch, out, oh, ow]` with a
+/// `[out, in, kh, kw]` weight and symmetric zero padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Images.
+    pub batch: usize,
+    /// Input channels.
+    pub channels_in: usize,
+    /// Output channels.
+    pub channels_out: usize,
+    /// Input `[h, w]`.
+    pub input: [usize; 2],
+    /// Kernel `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// Output `[oh, ow]`.
+    pub output: [usize; 2],
+    /// Stride `[sh, sw]`.
+    pub stride: [usize; 2],
+    /// Zero padding `[ph, pw]`, the same on both sides.
+    pub padding: [usize; 2],
+    /// Dilation `[dh, dw]`.
+    pub dilation: [usize; 2],
+}
+
+impl ConvGeometry {
+    /// Rows of the im2col matrix: `in · kh · kw`.
+    pub fn patch(&self) -> usize {
+        self.channels_in * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Output pixels per image: `oh · ow`.
+    pub fn pixels(&self) -> usize {
+        self.output[0] * self.output[1]
+    }
+}
+
+/// The im2col matrix of `images` (a range of the batch): row `(c, i, j)` holds, for every image and output
+/// pixel `(y, x)`, the input value the kernel tap `(i, j)` of channel `c` reads there (0 in the padding).
+///
+/// # Shapes
+/// - `x`: `[batch, in, h, w]` (row-major)
+/// - output: `[in · kh · kw, images · oh · ow]`
+pub fn im2col(x: &[f32], g: &ConvGeometry, images: std::ops::Range<usize>) -> Vec<f32> {
+    let [h, w] = g.input;
+    let [kh, kw] = g.kernel;
+    let [oh, ow] = g.output;
+    let [sh, sw] = g.stride;
+    let [ph, pw] = g.padding;
+    let [dh, dw] = g.dilation;
+    let row_len = images.len() * g.pixels();
+    let mut cols = vec![0.0f32; g.patch() * row_len];
+    if row_len == 0 {
+        return cols;
+    }
+    cols.par_chunks_mut(row_len)
+        .enumerate()
+        .for_each(|(row, out)| {
+            let (c, i, j) = (row / (kh * kw), (row / kw) % kh, row % kw);
+            // The output columns whose input column is inside the image: ox in [x0, x1).
+            let offset = (j * dw) as isize - pw as isize;
+            let x0 = (0..ow)
+                .find(|&ox| (ox * sw) as isize + offset >= 0)
+                .unwrap_or(ow);
+            let x1 = (0..ow)
+                .rev()
+                .find(|&ox| (ox * sw) as isize + offset < w as isize)
+                .map_or(0, |ox| ox + 1)
+                .max(x0);
+            for (k, n) in images.clone().enumerate() {
+                let plane = &x[(n * g.channels_in + c) * h * w..][..h * w];
+                let out = &mut out[k * g.pixels()..][..g.pixels()];
+                for oy in 0..oh {
+                    let iy = (oy * sh + i * dh) as isize - ph as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue; // padding: the zeros are already there
+                    }
+                    let src = &plane[iy as usize * w..][..w];
+                    let dst = &mut out[oy * ow..][..ow];
+                    if sw == 1 {
+                        let start = (x0 as isize + offset) as usize;
+                        dst[x0..x1].copy_from_slice(&src[start..start + (x1 - x0)]);
+                    } else {
+                        for ox in x0..x1 {
+                            dst[ox] = src[((ox * sw) as isize + offset) as usize];
+                        }
+                    }
+                }
+            }
+        });
+    cols
+}
+
+/// The rows of `images` of `grad` grouped by channel: row `c` holds channel `c` of each image in turn.
+///
+/// # Shapes
+/// - `grad`: `[batch, channels, pixels]` (row-major)
+/// - output: `[channels, images · pixels]`
+pub fn channel_major(
+    grad: &[f32],
+    channels: usize,
+    pixels: usize,
+    images: std::ops::Range<usize>,
+) -> Vec<f32> {
+    let row_len = images.len() * pixels;
+    let mut out = vec![0.0f32; channels * row_len];
+    if row_len == 0 {
+        return out;
+    }
+    out.par_chunks_mut(row_len)
+        .enumerate()
+        .for_each(|(c, row)| {
+            for (k, n) in images.clone().enumerate() {
+                row[k * pixels..][..pixels]
+                    .copy_from_slice(&grad[(n * channels + c) * pixels..][..pixels]);
+            }
+        });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,7 @@ use std::any::Any;
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
-use burn::tensor::ops::{ConvOptions, FloatTensor, PadMode, PaddedConvOptions};
+use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps, PadMode, PaddedConvOptions};
 use burn::tensor::{TensorMetadata, TensorPrimitive};
 
 /// Backend extension: fused versions of HST's hot spots. Every method has a default composed of Burn's
@@ -99,6 +99,35 @@ pub trait FusedKernels: Backend {
         padding: [usize; 4],
     ) -> [FloatTensor<Self>; 2] {
         depthwise_conv2d_backward_composed::<Self>(x, weight, grad, stride, padding)
+    }
+
+    /// A dense 2-D convolution (one group, no bias): Burn's own forward kernel, recorded on `Autodiff<B>`
+    /// with a backward step that takes the input gradient from Burn's `conv2d_x_backward` and the weight
+    /// gradient from [`dense_conv2d_weight_grad`](Self::dense_conv2d_weight_grad).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, in, h, w]`, `weight`: `[out, in, kh, kw]`
+    /// - output: `[batch, out, oh, ow]`
+    fn dense_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        <Self as ModuleOps<Self>>::conv2d(x, weight, None, options)
+    }
+
+    /// The weight gradient of [`dense_conv2d`](Self::dense_conv2d) for the upstream gradient `grad`
+    /// `[batch, out, oh, ow]` (default: Burn's `conv2d_weight_backward`).
+    ///
+    /// # Shapes
+    /// - output: `[out, in, kh, kw]`
+    fn dense_conv2d_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        <Self as ModuleOps<Self>>::conv2d_weight_backward(x, weight, grad, options)
     }
 }
 
@@ -255,6 +284,43 @@ pub fn depthwise_conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor
     };
     let [x, weight] = inputs;
     depthwise_conv2d_composed(float(x), float(weight), conv.stride, padding)
+}
+
+/// The options of `conv` when it is a dense convolution [`dense_conv2d`] runs: one group, no bias, zero
+/// padding the same on both sides (explicit or none). `None` otherwise.
+pub fn dense_options<B: Backend>(conv: &Conv2d<B>) -> Option<ConvOptions<2>> {
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => [0, 0],
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => {
+            [top, left]
+        }
+        _ => return None,
+    };
+    (conv.groups == 1 && conv.bias.is_none())
+        .then(|| ConvOptions::new(conv.stride, padding, conv.dilation, 1))
+}
+
+/// `conv.forward(x)` for a dense convolution ([`dense_options`]) through [`FusedKernels::dense_conv2d`]
+/// where the backend has it (see the [module docs](self)): the same forward kernel, and a weight gradient
+/// computed as one GEMM on the im2col matrix. Any other convolution, and every other backend, runs
+/// `conv.forward`.
+///
+/// # Shapes
+/// - `x`: `[batch, in, h, w]`
+/// - output: `[batch, out, oh, ow]`
+pub fn dense_conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    if let Some(options) = dense_options(conv) {
+        let inputs = [
+            x.into_primitive().tensor(),
+            conv.weight.val().into_primitive().tensor(),
+        ];
+        return match flex::dense_conv2d::<B>(inputs, options) {
+            Ok(out) => float(out),
+            Err([x, _]) => conv.forward(float(x)),
+        };
+    }
+    conv.forward(x)
 }
 
 /// Whether `conv` is a pointwise convolution [`pointwise_conv2d`] runs as a matmul: 1×1 kernel, any stride,
@@ -553,6 +619,81 @@ mod tests {
                 .into_data()
                 .assert_approx_eq::<f32>(&conv.weight.grad(&g3).unwrap().into_data(), tol);
         }
+    }
+
+    /// The dense convolution (im2col weight gradient) against Burn's `Conv2d`: forward, ∂x, ∂weight, over
+    /// kernels 1/3/7, strides 1–3, padding 0–3, dilation 1–2 and odd sizes; a frozen weight gets no gradient.
+    #[test]
+    fn dense_matches_burn_conv2d_forward_and_gradients() {
+        use burn::nn::conv::Conv2dConfig;
+        let device = Default::default();
+        let cases = [
+            // (size, in, out, kernel, stride, padding, dilation)
+            (9usize, 3usize, 5usize, 3usize, 1usize, 1usize, 1usize),
+            (16, 4, 6, 3, 2, 1, 1),
+            (17, 3, 4, 7, 2, 3, 1),
+            (11, 2, 3, 3, 1, 2, 2),
+            (8, 5, 7, 1, 1, 0, 1),
+            (10, 3, 2, 3, 3, 0, 1),
+        ];
+        for (size, cin, cout, kernel, stride, padding, dilation) in cases {
+            let conv = Conv2dConfig::new([cin, cout], [kernel, kernel])
+                .with_stride([stride, stride])
+                .with_dilation([dilation, dilation])
+                .with_padding(PaddingConfig2d::Explicit(
+                    padding, padding, padding, padding,
+                ))
+                .with_bias(false)
+                .init::<AB>(&device);
+            assert!(dense_options(&conv).is_some());
+            let x = Tensor::<AB, 4>::random(
+                [3, cin, size, size],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            )
+            .require_grad();
+            let ours = dense_conv2d(&conv, x.clone());
+            let theirs = conv.forward(x.clone());
+            assert_eq!(ours.dims(), theirs.dims());
+            let upstream = Tensor::<AB, 4>::random(ours.dims(), Distribution::Default, &device);
+            let g1 = (ours.clone() * upstream.clone()).sum().backward();
+            let g2 = (theirs.clone() * upstream).sum().backward();
+            let tol = Tolerance::<f32>::relative(1e-4).set_absolute(1e-5);
+            ours.inner()
+                .into_data()
+                .assert_approx_eq::<f32>(&theirs.inner().into_data(), tol);
+            x.grad(&g1)
+                .unwrap()
+                .into_data()
+                .assert_approx_eq::<f32>(&x.grad(&g2).unwrap().into_data(), tol);
+            conv.weight
+                .grad(&g1)
+                .unwrap()
+                .into_data()
+                .assert_approx_eq::<f32>(&conv.weight.grad(&g2).unwrap().into_data(), tol);
+        }
+        // A frozen weight: only the input gets a gradient.
+        let conv = Conv2dConfig::new([2, 3], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_bias(false)
+            .init::<AB>(&device)
+            .no_grad();
+        let x =
+            Tensor::<AB, 4>::random([2, 2, 6, 6], Distribution::Default, &device).require_grad();
+        let grads = dense_conv2d(&conv, x.clone()).sum().backward();
+        assert!(conv.weight.grad(&grads).is_none());
+        assert!(x.grad(&grads).is_some());
+        // Grouped, biased or asymmetrically padded convolutions are not dense: they run `conv.forward`.
+        let grouped = Conv2dConfig::new([4, 4], [3, 3])
+            .with_groups(2)
+            .init::<AB>(&device);
+        let biased = Conv2dConfig::new([4, 4], [3, 3]).init::<AB>(&device);
+        let same = Conv2dConfig::new([4, 4], [3, 3])
+            .with_bias(false)
+            .with_padding(PaddingConfig2d::Same)
+            .init::<AB>(&device);
+        assert!(dense_options(&grouped).is_none() && dense_options(&biased).is_none());
+        assert!(dense_options(&same).is_none());
     }
 
     /// The matmul form of a pointwise convolution against Burn's `Conv2d` (forward, ∂x, ∂weight, ∂bias).

@@ -121,8 +121,16 @@ impl<B: Backend> BasicBlock<B> {
             Some(downsample) => downsample.forward(input.clone(), frozen),
             None => input.clone(),
         };
-        let x = relu(batch_norm(&self.bn1, self.conv1.forward(input), frozen)); // [batch, planes, h/s, w/s]
-        let x = batch_norm(&self.bn2, self.conv2.forward(x), frozen); // [batch, planes, h/s, w/s]
+        let x = relu(batch_norm(
+            &self.bn1,
+            crate::kernels::dense_conv2d(&self.conv1, input),
+            frozen,
+        )); // [batch, planes, h/s, w/s]
+        let x = batch_norm(
+            &self.bn2,
+            crate::kernels::dense_conv2d(&self.conv2, x),
+            frozen,
+        ); // [batch, planes, h/s, w/s]
         relu(x + identity)
     }
 }
@@ -190,9 +198,21 @@ impl<B: Backend> Bottleneck<B> {
             Some(downsample) => downsample.forward(input.clone(), frozen),
             None => input.clone(),
         };
-        let x = relu(batch_norm(&self.bn1, self.conv1.forward(input), frozen)); // [batch, width, h, w]
-        let x = relu(batch_norm(&self.bn2, self.conv2.forward(x), frozen)); // [batch, width, h/s, w/s]
-        let x = batch_norm(&self.bn3, self.conv3.forward(x), frozen); // [batch, planes*4, h/s, w/s]
+        let x = relu(batch_norm(
+            &self.bn1,
+            crate::kernels::dense_conv2d(&self.conv1, input),
+            frozen,
+        )); // [batch, width, h, w]
+        let x = relu(batch_norm(
+            &self.bn2,
+            crate::kernels::dense_conv2d(&self.conv2, x),
+            frozen,
+        )); // [batch, width, h/s, w/s]
+        let x = batch_norm(
+            &self.bn3,
+            crate::kernels::dense_conv2d(&self.conv3, x),
+            frozen,
+        ); // [batch, planes*4, h/s, w/s]
         relu(x + identity)
     }
 }

@@ -227,7 +227,7 @@ impl<B: Backend> ResNet<B> {
         let frozen = |stage: usize| self.frozen_stages >= stage;
         let mut x = x;
         if stages.contains(&1) {
-            x = self.conv1.forward(x); // [batch, base, h/2, w/2]
+            x = crate::kernels::dense_conv2d(&self.conv1, x); // [batch, base, h/2, w/2]
             x = relu(batch_norm(&self.bn1, x, frozen(1)));
             x = self.maxpool.forward(x); // [batch, base, h/4, w/4]
         }
@@ -252,7 +252,7 @@ impl<B: Backend> ResNet<B> {
     /// - `layer2` … `layer4`: channels ×2 and spatial size /2 per stage
     pub fn forward_features(&self, images: Tensor<B, 4>) -> TrunkFeatures<B> {
         let frozen = |stage: usize| self.frozen_stages >= stage;
-        let x = self.conv1.forward(images); // [batch, base, h/2, w/2]
+        let x = crate::kernels::dense_conv2d(&self.conv1, images); // [batch, base, h/2, w/2]
         let x = relu(batch_norm(&self.bn1, x, frozen(1)));
         let x = self.maxpool.forward(x); // [batch, base, h/4, w/4]
         let run = |blocks: &[ResidualBlock<B>], x: Tensor<B, 4>, stage: usize| {
