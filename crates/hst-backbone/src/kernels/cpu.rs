@@ -627,6 +627,31 @@ pub fn channel_major(
     out
 }
 
+/// The inverse of [`channel_major`]: row `c` of `rows` (`[channels, images · pixels]`) back into channel `c`
+/// of each of `images` in `out` (`[batch, channels, pixels]`).
+pub fn scatter_channel_major(
+    rows: &[f32],
+    channels: usize,
+    pixels: usize,
+    images: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
+    let row_len = images.len() * pixels;
+    let first = images.start;
+    if row_len == 0 {
+        return;
+    }
+    out[first * channels * pixels..images.end * channels * pixels]
+        .par_chunks_mut(channels * pixels)
+        .enumerate()
+        .for_each(|(k, image)| {
+            for c in 0..channels {
+                image[c * pixels..][..pixels]
+                    .copy_from_slice(&rows[c * row_len + k * pixels..][..pixels]);
+            }
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
