@@ -4,13 +4,13 @@
 A measuring tool, not part of CI. It builds the model of `TrainConfig::voc_lite0()` as `BenchPreset::VocSmall`
 uses it (random weights, EfficientNet-Lite0 at 224, batch 32, 20 classes, stem + stages 1-3 frozen), times a
 training step phase by phase (forward, loss, backward, Adam step) and inference exactly as `bench_model` in
-`src/bench.rs` does, and prints one Markdown row with the columns of `hst bench` (or one JSON object with
+`src/bench/` does, and prints one Markdown row with the columns of `hst bench` (or one JSON object with
 `--json`). Run it through `benches/pytorch/compare.sh` to put it side by side with the Rust binary.
 
 Where the numbers come from (Rust file → what is mirrored here):
-- `src/bench.rs`: `BenchPreset::VocSmall` (batch 32, 224 px, 20 classes, 2 warm-up + 5 timed steps, seed 0),
+- `src/bench/`: `BenchPreset::VocSmall` (batch 32, 224 px, 20 classes, 2 warm-up + 5 timed steps, seed 0),
   `BenchSpec::schedule_step` (epoch max(pseudo_label_epoch, 5) = 5: every loss term active, ramp 1),
-  `BenchConstants` (word vectors, adjacency and prototypes from `HostRng`, ported bit for bit below, as are the
+  `BenchConstants` (word vectors, adjacency and prototypes from `SeededRng::from_parts`, ported bit for bit below, as are the
   random partial labels), `bench_model` (the timing loop), `adam` (Adam, coupled L2 weight decay).
 - `crates/hst-train/src/config.rs` `TrainConfig::voc_lite0()`: `HstConfig::new(efficientnet_lite0 frozen 3,
   SarlConfig::new(_, 1280, 50).with_pool(false))`, Adam lr 1e-4, weight decay 5e-4, betas 0.9/0.999, eps 1e-8.
@@ -127,25 +127,34 @@ class BenchConfig:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# HostRng (src/bench.rs), ported bit for bit: the constants and partial labels are those of the Rust bench.
+# SeededRng::from_parts (crates/hst-data/src/rng.rs: rand_xoshiro's SplitMix64), ported bit for bit: the
+# constants and partial labels are those of the Rust bench (`SeededRng::from_parts(&[seed, stream])`).
 # ---------------------------------------------------------------------------------------------------------------
 
 MASK64 = (1 << 64) - 1
+PHI = 0x9E3779B97F4A7C15
+
+
+def _mix(z: int) -> int:
+    """SplitMix64's output function (`hst_data::rng::mix`)."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
 
 
 class HostRng:
-    """SplitMix64 with a stream number (`HostRng::new(seed, stream)`), uniform f32 in [0,1), Box-Muller normals."""
+    """`SeededRng::from_parts(&[seed, stream])`: SplitMix64 on a folded seed, uniform f32 in [0,1), Box-Muller
+    normals."""
 
     def __init__(self, seed: int, stream: int):
-        self.state = (seed ^ ((stream * 0xA0761D6478BD642F) & MASK64)) & MASK64
-        self.next_u64()
+        h = 0x243F6A8885A308D3
+        for part in (seed, stream):
+            h = _mix(h ^ _mix((part + PHI) & MASK64))
+        self.state = h
 
     def next_u64(self) -> int:
-        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
-        z = self.state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
-        return z ^ (z >> 31)
+        self.state = (self.state + PHI) & MASK64
+        return _mix(self.state)
 
     def uniform(self) -> float:
         return (self.next_u64() >> 40) / float(1 << 24)
@@ -695,7 +704,7 @@ def check_weights(weights: str, expected: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Measurement (bench_model in src/bench.rs)
+# Measurement (bench_model in src/bench/step.rs)
 # ---------------------------------------------------------------------------------------------------------------
 
 
