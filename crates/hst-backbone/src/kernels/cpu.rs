@@ -508,6 +508,90 @@ pub fn depthwise_backward(
     (grad_x, grad_w)
 }
 
+use super::Activation;
+
+/// `kind(x)` for one value (through [`tanh_approx`]; the sigmoid as `(1 + tanh(x / 2)) / 2`, max abs error
+/// ≈ 1.5e-7).
+#[inline(always)]
+pub fn activation(kind: Activation, x: f32) -> f32 {
+    match kind {
+        Activation::Tanh => tanh_approx(x),
+        Activation::Sigmoid => 0.5 + 0.5 * tanh_approx(0.5 * x),
+    }
+}
+
+/// The upstream gradient `grad` times `kind'(x)`.
+#[inline(always)]
+pub fn activation_grad(kind: Activation, x: f32, grad: f32) -> f32 {
+    let y = activation(kind, x);
+    match kind {
+        Activation::Tanh => grad * (1.0 - y * y),
+        Activation::Sigmoid => grad * y * (1.0 - y),
+    }
+}
+
+#[inline(always)]
+fn activation_forward_body(x: &[f32], out: &mut [f32], kind: Activation) {
+    let out = &mut out[..x.len()];
+    match kind {
+        // One loop per kind, so that each vectorises without a branch inside.
+        Activation::Tanh => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = activation(Activation::Tanh, v);
+            }
+        }
+        Activation::Sigmoid => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = activation(Activation::Sigmoid, v);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn activation_backward_body(x: &[f32], grad: &[f32], out: &mut [f32], kind: Activation) {
+    let (grad, out) = (&grad[..x.len()], &mut out[..x.len()]);
+    match kind {
+        Activation::Tanh => {
+            for ((o, &v), &g) in out.iter_mut().zip(x).zip(grad) {
+                *o = activation_grad(Activation::Tanh, v, g);
+            }
+        }
+        Activation::Sigmoid => {
+            for ((o, &v), &g) in out.iter_mut().zip(x).zip(grad) {
+                *o = activation_grad(Activation::Sigmoid, v, g);
+            }
+        }
+    }
+}
+
+multiversion!(activation_forward_chunk, activation_forward_body, (x: &[f32], out: &mut [f32], kind: Activation));
+multiversion!(activation_backward_chunk, activation_backward_body, (x: &[f32], grad: &[f32], out: &mut [f32], kind: Activation));
+
+/// Values per parallel task of the element-wise kernels.
+const ELEMENTWISE_TASK: usize = 1 << 15;
+
+/// `kind(x)` element by element.
+pub fn activation_forward(x: &[f32], kind: Activation) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    out.par_chunks_mut(ELEMENTWISE_TASK)
+        .zip(x.par_chunks(ELEMENTWISE_TASK))
+        .for_each(|(out, x)| activation_forward_chunk(x, out, kind));
+    out
+}
+
+/// `grad · kind'(x)` element by element.
+pub fn activation_backward(x: &[f32], grad: &[f32], kind: Activation) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    out.par_chunks_mut(ELEMENTWISE_TASK)
+        .zip(
+            x.par_chunks(ELEMENTWISE_TASK)
+                .zip(grad.par_chunks(ELEMENTWISE_TASK)),
+        )
+        .for_each(|(out, (x, grad))| activation_backward_chunk(x, grad, out, kind));
+    out
+}
+
 /// The shape of a dense (one-group) 2-D convolution: `[batch, in, h, w] → [batch, out, oh, ow]` with a
 /// `[out, in, kh, kw]` weight and symmetric zero padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -544,6 +628,22 @@ impl ConvGeometry {
     }
 }
 
+/// For kernel column `j`: the input column offset (`ix = ox · sw + offset`) and the output columns `[x0, x1)`
+/// whose input column lies inside the image.
+fn valid_columns(g: &ConvGeometry, j: usize) -> (isize, usize, usize) {
+    let (w, ow, sw) = (g.input[1], g.output[1], g.stride[1]);
+    let offset = (j * g.dilation[1]) as isize - g.padding[1] as isize;
+    let x0 = (0..ow)
+        .find(|&ox| (ox * sw) as isize + offset >= 0)
+        .unwrap_or(ow);
+    let x1 = (0..ow)
+        .rev()
+        .find(|&ox| (ox * sw) as isize + offset < w as isize)
+        .map_or(0, |ox| ox + 1)
+        .max(x0);
+    (offset, x0, x1)
+}
+
 /// The im2col matrix of `images` (a range of the batch): row `(c, i, j)` holds, for every image and output
 /// pixel `(y, x)`, the input value the kernel tap `(i, j)` of channel `c` reads there (0 in the padding).
 ///
@@ -555,8 +655,8 @@ pub fn im2col(x: &[f32], g: &ConvGeometry, images: std::ops::Range<usize>) -> Ve
     let [kh, kw] = g.kernel;
     let [oh, ow] = g.output;
     let [sh, sw] = g.stride;
-    let [ph, pw] = g.padding;
-    let [dh, dw] = g.dilation;
+    let [ph, _] = g.padding;
+    let [dh, _] = g.dilation;
     let row_len = images.len() * g.pixels();
     let mut cols = vec![0.0f32; g.patch() * row_len];
     if row_len == 0 {
@@ -566,16 +666,7 @@ pub fn im2col(x: &[f32], g: &ConvGeometry, images: std::ops::Range<usize>) -> Ve
         .enumerate()
         .for_each(|(row, out)| {
             let (c, i, j) = (row / (kh * kw), (row / kw) % kh, row % kw);
-            // The output columns whose input column is inside the image: ox in [x0, x1).
-            let offset = (j * dw) as isize - pw as isize;
-            let x0 = (0..ow)
-                .find(|&ox| (ox * sw) as isize + offset >= 0)
-                .unwrap_or(ow);
-            let x1 = (0..ow)
-                .rev()
-                .find(|&ox| (ox * sw) as isize + offset < w as isize)
-                .map_or(0, |ox| ox + 1)
-                .max(x0);
+            let (offset, x0, x1) = valid_columns(g, j);
             for (k, n) in images.clone().enumerate() {
                 let plane = &x[(n * g.channels_in + c) * h * w..][..h * w];
                 let out = &mut out[k * g.pixels()..][..g.pixels()];
@@ -598,6 +689,58 @@ pub fn im2col(x: &[f32], g: &ConvGeometry, images: std::ops::Range<usize>) -> Ve
             }
         });
     cols
+}
+
+/// The adjoint of [`im2col`]: adds every column value back onto the input position it was read from, for the
+/// images `images` of `dx` (the input gradient of a convolution from `Wᵀ · grad`'s columns).
+///
+/// # Shapes
+/// - `cols`: `[in · kh · kw, images · oh · ow]`
+/// - `dx`: `[batch, in, h, w]` (row-major), added to
+pub fn col2im(cols: &[f32], g: &ConvGeometry, images: std::ops::Range<usize>, dx: &mut [f32]) {
+    let [h, w] = g.input;
+    let [kh, kw] = g.kernel;
+    let [oh, ow] = g.output;
+    let [sh, sw] = g.stride;
+    let [ph, _] = g.padding;
+    let [dh, _] = g.dilation;
+    let row_len = images.len() * g.pixels();
+    if row_len == 0 || h * w == 0 {
+        return;
+    }
+    let planes = &mut dx[images.start * g.channels_in * h * w..images.end * g.channels_in * h * w];
+    planes
+        .par_chunks_mut(h * w)
+        .enumerate()
+        .for_each(|(index, plane)| {
+            let (k, c) = (index / g.channels_in, index % g.channels_in);
+            for i in 0..kh {
+                for j in 0..kw {
+                    let (offset, x0, x1) = valid_columns(g, j);
+                    let row = (c * kh + i) * kw + j;
+                    let taps = &cols[row * row_len + k * g.pixels()..][..g.pixels()];
+                    for oy in 0..oh {
+                        let iy = (oy * sh + i * dh) as isize - ph as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        let src = &taps[oy * ow..][..ow];
+                        let dst = &mut plane[iy as usize * w..][..w];
+                        if sw == 1 {
+                            let start = (x0 as isize + offset) as usize;
+                            for (d, s) in dst[start..start + (x1 - x0)].iter_mut().zip(&src[x0..x1])
+                            {
+                                *d += *s;
+                            }
+                        } else {
+                            for ox in x0..x1 {
+                                dst[((ox * sw) as isize + offset) as usize] += src[ox];
+                            }
+                        }
+                    }
+                }
+            }
+        });
 }
 
 /// The rows of `images` of `grad` grouped by channel: row `c` holds channel `c` of each image in turn.

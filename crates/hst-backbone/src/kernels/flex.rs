@@ -12,7 +12,7 @@ use burn::prelude::*;
 use burn::tensor::ops::{ConvOptions, FloatTensor, FloatTensorOps, ModuleOps};
 use burn::tensor::{DType, TensorMetadata};
 
-use super::{cpu, on_backend, FusedKernels};
+use super::{cpu, on_backend, Activation, FusedKernels};
 
 /// The row-major `f32` values of a flex tensor (a copy only when it is not contiguous or not `f32`).
 fn values(tensor: FlexTensor) -> Vec<f32> {
@@ -25,11 +25,37 @@ fn values(tensor: FlexTensor) -> Vec<f32> {
     .unwrap_or_else(|e| panic!("flex tensor {shape:?} as f32: {e:?}"))
 }
 
+/// `f(values)` on the contiguous `f32` values of a flex tensor, borrowed when they can be, else copied.
+fn with_values<R>(tensor: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
+    if tensor.dtype() == DType::F32 {
+        if let Some((start, end)) = tensor.layout().contiguous_offsets() {
+            return f(&tensor.storage::<f32>()[start..end]);
+        }
+    }
+    f(&values(tensor.clone()))
+}
+
 fn tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape.into()))
 }
 
 impl FusedKernels for Flex {
+    fn activation(x: FloatTensor<Self>, kind: Activation) -> FloatTensor<Self> {
+        let out = with_values(&x, |x| cpu::activation_forward(x, kind));
+        tensor(out, x.shape())
+    }
+
+    fn activation_backward(
+        x: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        kind: Activation,
+    ) -> FloatTensor<Self> {
+        let out = with_values(&x, |x| {
+            with_values(&grad, |grad| cpu::activation_backward(x, grad, kind))
+        });
+        tensor(out, x.shape())
+    }
+
     fn tanh_bilinear_score(
         image: FloatTensor<Self>,
         word: FloatTensor<Self>,
@@ -112,6 +138,15 @@ impl FusedKernels for Flex {
     ) -> FloatTensor<Self> {
         dense_weight_grad(x, weight, grad, &options, IM2COL_FLOATS)
     }
+
+    fn dense_conv2d_x_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        dense_input_grad(x, weight, grad, &options, IM2COL_FLOATS)
+    }
 }
 
 /// Most `f32` values of one im2col matrix of [`FusedKernels::dense_conv2d_weight_grad`] on flex (64 MiB):
@@ -171,6 +206,38 @@ fn dense_forward(
         cpu::scatter_channel_major(&rows, g.channels_out, g.pixels(), images, &mut out);
     }
     tensor(out, [g.batch, g.channels_out, g.output[0], g.output[1]])
+}
+
+/// `∂x = col2im(weightᵀ [in · kh · kw, out] · grad)`, one GEMM per chunk of images of at most `chunk_floats`
+/// column values (at least one image).
+fn dense_input_grad(
+    x: FlexTensor,
+    weight: FlexTensor,
+    grad: FlexTensor,
+    options: &ConvOptions<2>,
+    chunk_floats: usize,
+) -> FlexTensor {
+    let g = conv_geometry(&x, &weight, options);
+    let grad = values(grad);
+    let weight_t = Flex::float_transpose(Flex::float_reshape(
+        weight,
+        [g.channels_out, g.patch()].into(),
+    )); // [in · kh · kw, out]
+    let [h, w] = g.input;
+    let mut dx = vec![0.0f32; g.batch * g.channels_in * h * w];
+    let per_image = (g.patch() * g.pixels()).max(1);
+    let chunk = (chunk_floats / per_image).clamp(1, g.batch.max(1));
+    for start in (0..g.batch).step_by(chunk) {
+        let images = start..(start + chunk).min(g.batch);
+        let columns = images.len() * g.pixels();
+        let rows = tensor(
+            cpu::channel_major(&grad, g.channels_out, g.pixels(), images.clone()),
+            [g.channels_out, columns],
+        );
+        let cols = values(Flex::float_matmul(weight_t.clone(), rows)); // [in · kh · kw, columns]
+        cpu::col2im(&cols, &g, images, &mut dx);
+    }
+    tensor(dx, [g.batch, g.channels_in, h, w])
 }
 
 /// `∂weight = Σ_images grad [out, pixels] · im2col(x)ᵀ [pixels, in · kh · kw]`, as one GEMM per chunk of
@@ -257,6 +324,30 @@ impl<B: FusedKernels> Backward<B, 2> for DepthwiseConv2dBackward {
     }
 }
 
+/// The custom backward step of [`FusedKernels::activation`] on `Autodiff<B>`.
+#[derive(Debug)]
+struct ActivationBackward;
+
+impl<B: FusedKernels> Backward<B, 1> for ActivationBackward {
+    /// The checkpointed input and the activation.
+    type State = (NodeId, Activation);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, kind) = ops.state;
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            let x: FloatTensor<B> = checkpointer.retrieve_node_output(x);
+            grads.register::<B>(node.id, B::activation_backward(x, grad, kind));
+        }
+    }
+}
+
 /// The custom backward step of [`FusedKernels::dense_conv2d`] on `Autodiff<B>`.
 #[derive(Debug)]
 struct DenseConv2dBackward;
@@ -286,7 +377,7 @@ impl<B: FusedKernels> Backward<B, 2> for DenseConv2dBackward {
             grads.register::<B>(node.id, partial);
         }
         if let Some(node) = x_parent {
-            grads.register::<B>(node.id, B::conv2d_x_backward(x, weight, grad, options));
+            grads.register::<B>(node.id, B::dense_conv2d_x_grad(x, weight, grad, options));
         }
     }
 }
@@ -346,6 +437,20 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedKernels for Autodiff<B, C> {
                 word.primitive,
                 weight.primitive,
             )),
+        }
+    }
+
+    fn activation(x: FloatTensor<Self>, kind: Activation) -> FloatTensor<Self> {
+        match ActivationBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), kind);
+                prep.finish(state, B::activation(x.primitive, kind))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::activation(x.primitive, kind)),
         }
     }
 
@@ -442,6 +547,19 @@ pub(super) fn depthwise_conv2d<B: Backend>(
     })
 }
 
+/// [`FusedKernels::activation`] when `B` is flex or `Autodiff<Flex>`; the input back otherwise.
+pub(super) fn activation<B: Backend>(
+    inputs: [FloatTensor<B>; 1],
+    kind: Activation,
+) -> Result<FloatTensor<B>, [FloatTensor<B>; 1]> {
+    on_backend::<B, Autodiff<Flex>, 1>(inputs, |[x]| {
+        <Autodiff<Flex> as FusedKernels>::activation(x, kind)
+    })
+    .or_else(|inputs| {
+        on_backend::<B, Flex, 1>(inputs, |[x]| <Flex as FusedKernels>::activation(x, kind))
+    })
+}
+
 /// [`FusedKernels::dense_conv2d`] when `B` is flex or `Autodiff<Flex>`; the inputs back otherwise.
 pub(super) fn dense_conv2d<B: Backend>(
     inputs: [FloatTensor<B>; 2],
@@ -462,6 +580,54 @@ pub(super) fn dense_conv2d<B: Backend>(
 mod tests {
     use super::*;
     use burn::tensor::{Distribution, Tolerance};
+
+    /// The col2im input gradient, in chunks of images or in one, equals Burn's.
+    #[test]
+    fn chunked_input_grad_matches_burn() {
+        let device = Default::default();
+        for (stride, padding, dilation) in [(1, 1, 1), (2, 1, 1), (1, 2, 2), (3, 0, 1)] {
+            let x =
+                Tensor::<Flex, 4>::random([5, 3, 11, 11], Distribution::Normal(0.0, 1.0), &device);
+            let weight =
+                Tensor::<Flex, 4>::random([4, 3, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+            let options = ConvOptions::new(
+                [stride, stride],
+                [padding, padding],
+                [dilation, dilation],
+                1,
+            );
+            let out = Flex::conv2d(
+                x.clone().into_primitive().tensor(),
+                weight.clone().into_primitive().tensor(),
+                None,
+                options.clone(),
+            );
+            let grad = Tensor::<Flex, 4>::random(out.shape(), Distribution::Default, &device);
+            let expected = Tensor::<Flex, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(
+                Flex::conv2d_x_backward(
+                    x.clone().into_primitive().tensor(),
+                    weight.clone().into_primitive().tensor(),
+                    grad.clone().into_primitive().tensor(),
+                    options.clone(),
+                ),
+            ));
+            for chunk_floats in [1, usize::MAX] {
+                let ours = dense_input_grad(
+                    x.clone().into_primitive().tensor(),
+                    weight.clone().into_primitive().tensor(),
+                    grad.clone().into_primitive().tensor(),
+                    &options,
+                    chunk_floats,
+                );
+                Tensor::<Flex, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(ours))
+                    .into_data()
+                    .assert_approx_eq::<f32>(
+                        &expected.clone().into_data(),
+                        Tolerance::<f32>::relative(1e-4).set_absolute(1e-5),
+                    );
+            }
+        }
+    }
 
     /// The im2col forward, in chunks of images or in one, equals Burn's convolution.
     #[test]

@@ -2,7 +2,7 @@
 
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::sigmoid;
+use crate::kernels;
 
 /// Configuration of [`Ggnn`].
 #[derive(Config, Debug)]
@@ -110,11 +110,12 @@ impl<B: Backend> Ggnn<B> {
                 states.next().expect("2 chunks"),
                 states.next().expect("2 chunks"),
             );
-            let z = sigmoid(update_message + update_state); // [dim, rows]
-            let r = sigmoid(reset_message + reset_state); // [dim, rows]
-            let candidate = (candidate_message
-                + affine(&candidate_weight, r * h.clone(), &candidate_bias))
-            .tanh(); // [dim, rows]
+            // The gates' σ and tanh through the backend extension (vectorised on flex).
+            let z = kernels::sigmoid(update_message + update_state); // [dim, rows]
+            let r = kernels::sigmoid(reset_message + reset_state); // [dim, rows]
+            let candidate = kernels::tanh(
+                candidate_message + affine(&candidate_weight, r * h.clone(), &candidate_bias),
+            ); // [dim, rows]
             h = (z.clone().neg() + 1.0) * h + z * candidate; // [dim, rows]
         }
         h.transpose().reshape([batch, classes, dim])
@@ -161,6 +162,7 @@ fn stack_transposed<B: Backend>(layers: &[&Linear<B>]) -> (Tensor<B, 2>, Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::activation::sigmoid;
     use burn::tensor::Tolerance;
 
     type TB = burn::backend::Flex;
