@@ -121,7 +121,7 @@ impl<B: Backend> SarlClassifier<B> {
     /// - output: `[batch, classes]`
     pub fn forward(&self, state: Tensor<B, 3>, semantic: Tensor<B, 3>) -> Tensor<B, 2> {
         let joint = Tensor::cat(vec![state, semantic], 2); // [batch, classes, 2 * dim]
-        let projected = linear_rows(&self.projection, joint).tanh(); // [batch, classes, output_dim]
+        let projected = crate::kernels::tanh(linear_rows(&self.projection, joint)); // [batch, classes, output_dim]
         self.per_class.forward(projected) // [batch, classes]
     }
 }
