@@ -1,8 +1,8 @@
 //! Gated graph neural network over the category nodes.
 
+use crate::kernels;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use crate::kernels;
 
 /// Configuration of [`Ggnn`].
 #[derive(Config, Debug)]
