@@ -184,6 +184,20 @@ fn conv_geometry(
     }
 }
 
+/// The batch split into ranges of images whose im2col matrices hold at most `chunk_floats` values each (at
+/// least one image per range).
+fn image_chunks(
+    g: &cpu::ConvGeometry,
+    chunk_floats: usize,
+) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let per_image = (g.patch() * g.pixels()).max(1);
+    let chunk = (chunk_floats / per_image).clamp(1, g.batch.max(1));
+    let batch = g.batch;
+    (0..batch)
+        .step_by(chunk)
+        .map(move |start| start..(start + chunk).min(batch))
+}
+
 /// `out[n] = weight [out, in · kh · kw] · im2col(x[n])`, as one GEMM per chunk of images of at most
 /// `chunk_floats` im2col values (at least one image).
 fn dense_forward(
@@ -196,10 +210,7 @@ fn dense_forward(
     let x = values(x);
     let weight = Flex::float_reshape(weight, [g.channels_out, g.patch()].into());
     let mut out = vec![0.0f32; g.batch * g.channels_out * g.pixels()];
-    let per_image = (g.patch() * g.pixels()).max(1);
-    let chunk = (chunk_floats / per_image).clamp(1, g.batch.max(1));
-    for start in (0..g.batch).step_by(chunk) {
-        let images = start..(start + chunk).min(g.batch);
+    for images in image_chunks(&g, chunk_floats) {
         let columns = images.len() * g.pixels();
         let cols = tensor(cpu::im2col(&x, &g, images.clone()), [g.patch(), columns]);
         let rows = values(Flex::float_matmul(weight.clone(), cols)); // [out, images · pixels]
@@ -225,10 +236,7 @@ fn dense_input_grad(
     )); // [in · kh · kw, out]
     let [h, w] = g.input;
     let mut dx = vec![0.0f32; g.batch * g.channels_in * h * w];
-    let per_image = (g.patch() * g.pixels()).max(1);
-    let chunk = (chunk_floats / per_image).clamp(1, g.batch.max(1));
-    for start in (0..g.batch).step_by(chunk) {
-        let images = start..(start + chunk).min(g.batch);
+    for images in image_chunks(&g, chunk_floats) {
         let columns = images.len() * g.pixels();
         let rows = tensor(
             cpu::channel_major(&grad, g.channels_out, g.pixels(), images.clone()),
@@ -257,11 +265,8 @@ fn dense_weight_grad(
         [batch, channels_out, g.output[0], g.output[1]]
     );
     let (x, grad) = (values(x), values(grad));
-    let per_image = (g.patch() * g.pixels()).max(1);
-    let chunk = (chunk_floats / per_image).clamp(1, batch.max(1));
     let mut total: Option<FlexTensor> = None;
-    for start in (0..batch).step_by(chunk) {
-        let images = start..(start + chunk).min(batch);
+    for images in image_chunks(&g, chunk_floats) {
         let columns = images.len() * g.pixels();
         let cols = tensor(cpu::im2col(&x, &g, images.clone()), [g.patch(), columns]);
         let rows = tensor(
@@ -581,50 +586,48 @@ mod tests {
     use super::*;
     use burn::tensor::{Distribution, Tolerance};
 
+    fn primitive(t: &Tensor<Flex, 4>) -> FlexTensor {
+        t.clone().into_primitive().tensor()
+    }
+
+    /// `ours` equals `expected` to 1e-4 relative (1e-5 absolute).
+    fn assert_close(ours: FlexTensor, expected: FlexTensor) {
+        let tensor = |t| Tensor::<Flex, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(t));
+        tensor(ours).into_data().assert_approx_eq::<f32>(
+            &tensor(expected).into_data(),
+            Tolerance::<f32>::relative(1e-4).set_absolute(1e-5),
+        );
+    }
+
+    fn normal(shape: [usize; 4]) -> Tensor<Flex, 4> {
+        Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
+    }
+
     /// The col2im input gradient, in chunks of images or in one, equals Burn's.
     #[test]
     fn chunked_input_grad_matches_burn() {
-        let device = Default::default();
         for (stride, padding, dilation) in [(1, 1, 1), (2, 1, 1), (1, 2, 2), (3, 0, 1)] {
-            let x =
-                Tensor::<Flex, 4>::random([5, 3, 11, 11], Distribution::Normal(0.0, 1.0), &device);
-            let weight =
-                Tensor::<Flex, 4>::random([4, 3, 3, 3], Distribution::Normal(0.0, 1.0), &device);
-            let options = ConvOptions::new(
-                [stride, stride],
-                [padding, padding],
-                [dilation, dilation],
-                1,
-            );
-            let out = Flex::conv2d(
-                x.clone().into_primitive().tensor(),
-                weight.clone().into_primitive().tensor(),
-                None,
-                options.clone(),
-            );
-            let grad = Tensor::<Flex, 4>::random(out.shape(), Distribution::Default, &device);
-            let expected = Tensor::<Flex, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(
+            let (x, weight) = (normal([5, 3, 11, 11]), normal([4, 3, 3, 3]));
+            let options = ConvOptions::new([stride; 2], [padding; 2], [dilation; 2], 1);
+            let out = Flex::conv2d(primitive(&x), primitive(&weight), None, options.clone());
+            let grad = normal(out.shape().dims());
+            let expected = || {
                 Flex::conv2d_x_backward(
-                    x.clone().into_primitive().tensor(),
-                    weight.clone().into_primitive().tensor(),
-                    grad.clone().into_primitive().tensor(),
+                    primitive(&x),
+                    primitive(&weight),
+                    primitive(&grad),
                     options.clone(),
-                ),
-            ));
+                )
+            };
             for chunk_floats in [1, usize::MAX] {
                 let ours = dense_input_grad(
-                    x.clone().into_primitive().tensor(),
-                    weight.clone().into_primitive().tensor(),
-                    grad.clone().into_primitive().tensor(),
+                    primitive(&x),
+                    primitive(&weight),
+                    primitive(&grad),
                     &options,
                     chunk_floats,
                 );
-                Tensor::<Flex, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(ours))
-                    .into_data()
-                    .assert_approx_eq::<f32>(
-                        &expected.clone().into_data(),
-                        Tolerance::<f32>::relative(1e-4).set_absolute(1e-5),
-                    );
+                assert_close(ours, expected());
             }
         }
     }
@@ -632,31 +635,12 @@ mod tests {
     /// The im2col forward, in chunks of images or in one, equals Burn's convolution.
     #[test]
     fn chunked_forward_matches_burn() {
-        let device = Default::default();
-        let x = Tensor::<Flex, 4>::random([5, 3, 13, 13], Distribution::Normal(0.0, 1.0), &device);
-        let weight =
-            Tensor::<Flex, 4>::random([6, 3, 7, 7], Distribution::Normal(0.0, 1.0), &device);
+        let (x, weight) = (normal([5, 3, 13, 13]), normal([6, 3, 7, 7]));
         let options = ConvOptions::new([2, 2], [3, 3], [1, 1], 1);
-        let expected =
-            Tensor::<Flex, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(Flex::conv2d(
-                x.clone().into_primitive().tensor(),
-                weight.clone().into_primitive().tensor(),
-                None,
-                options.clone(),
-            )));
         for chunk_floats in [1, 2 * 147 * 49, usize::MAX] {
-            let ours = dense_forward(
-                x.clone().into_primitive().tensor(),
-                weight.clone().into_primitive().tensor(),
-                &options,
-                chunk_floats,
-            );
-            Tensor::<Flex, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(ours))
-                .into_data()
-                .assert_approx_eq::<f32>(
-                    &expected.clone().into_data(),
-                    Tolerance::<f32>::relative(1e-4).set_absolute(1e-5),
-                );
+            let ours = dense_forward(primitive(&x), primitive(&weight), &options, chunk_floats);
+            let expected = Flex::conv2d(primitive(&x), primitive(&weight), None, options.clone());
+            assert_close(ours, expected);
         }
     }
 
@@ -664,35 +648,28 @@ mod tests {
     /// gradient and Burn's own.
     #[test]
     fn chunked_weight_grad_matches_burn() {
-        let device = Default::default();
-        let x = Tensor::<Flex, 4>::random([5, 3, 9, 9], Distribution::Normal(0.0, 1.0), &device);
-        let weight =
-            Tensor::<Flex, 4>::random([4, 3, 3, 3], Distribution::Normal(0.0, 1.0), &device);
-        let options = ConvOptions::new([2, 2], [1, 1], [1, 1], 1);
-        let grad = Tensor::<Flex, 4>::random([5, 4, 5, 5], Distribution::Default, &device);
-        let burn_grad = <Flex as ModuleOps<Flex>>::conv2d_weight_backward(
-            x.clone().into_primitive().tensor(),
-            weight.clone().into_primitive().tensor(),
-            grad.clone().into_primitive().tensor(),
-            options.clone(),
+        let (x, weight, grad) = (
+            normal([5, 3, 9, 9]),
+            normal([4, 3, 3, 3]),
+            normal([5, 4, 5, 5]),
         );
-        let expected =
-            Tensor::<Flex, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(burn_grad));
+        let options = ConvOptions::new([2, 2], [1, 1], [1, 1], 1);
         // 27 · 25 im2col values per image: chunks of 1, 2 and all 5 images.
         for chunk_floats in [1, 2 * 27 * 25, usize::MAX] {
             let ours = dense_weight_grad(
-                x.clone().into_primitive().tensor(),
-                weight.clone().into_primitive().tensor(),
-                grad.clone().into_primitive().tensor(),
+                primitive(&x),
+                primitive(&weight),
+                primitive(&grad),
                 &options,
                 chunk_floats,
             );
-            Tensor::<Flex, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(ours))
-                .into_data()
-                .assert_approx_eq::<f32>(
-                    &expected.clone().into_data(),
-                    Tolerance::<f32>::relative(1e-4).set_absolute(1e-5),
-                );
+            let expected = <Flex as ModuleOps<Flex>>::conv2d_weight_backward(
+                primitive(&x),
+                primitive(&weight),
+                primitive(&grad),
+                options.clone(),
+            );
+            assert_close(ours, expected);
         }
     }
 }
