@@ -12,7 +12,7 @@ use hst::progress::ProgressObserver;
 use hst_data::label_file::{read_label_csv, write_label_csv};
 use hst_data::{EmbeddedDataset, PartialLabels};
 use hst_train::report::write_report;
-use hst_train::{EpochLog, TrainConfig};
+use hst_train::TrainConfig;
 
 // The `hst` binary's global allocator (measured in BENCHMARKS.md, "Allocator"). Burn's CPU backends allocate
 // and free tensors of tens of MiB every step; glibc returns each large one to the kernel (munmap) and the next
@@ -478,18 +478,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Report { run } => {
             let path = run.join("metrics.jsonl");
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let mut records = Vec::new();
-            for (i, line) in text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-            {
-                let log: EpochLog = serde_json::from_str(line)
-                    .with_context(|| format!("{} line {}", path.display(), i + 1))?;
-                records.push(log.record);
+            if !path.is_file() {
+                anyhow::bail!("{} does not exist (not a run folder?)", path.display());
             }
+            let records: Vec<_> = hst_train::trainer::read_logs(&run)?
+                .into_iter()
+                .map(|log| log.record)
+                .collect();
             for p in write_report(&run.join("report"), &records, None)? {
                 println!("wrote {}", p.display());
             }

@@ -49,6 +49,7 @@ use crate::report::{write_report, EpochRecord};
 
 pub use evaluation::{evaluate, pairs_to_matrix, statistical_cooccurrence, Evaluation};
 pub use model::{adam, build_model, load_run_model, resolve_model_config, RunConstants};
+pub use run_folder::read_logs;
 pub(crate) use run_folder::write_run_description;
 
 use run_folder::{Checkpoints, Position};

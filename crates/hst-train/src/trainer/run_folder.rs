@@ -361,7 +361,12 @@ pub(super) fn write_logs(dir: &Path, logs: &[EpochLog]) -> Result<(), TrainError
     checkpoint::write_atomic(&dir.join("metrics.csv"), &csv)
 }
 
-fn read_logs(dir: &Path) -> Result<Vec<EpochLog>, TrainError> {
+/// The epoch logs of a run folder (`metrics.jsonl`, one [`EpochLog`] per line; none if the file does not
+/// exist yet).
+///
+/// # Errors
+/// An unreadable file, or a line that is not an epoch log (naming the file and line).
+pub fn read_logs(dir: &Path) -> Result<Vec<EpochLog>, TrainError> {
     let path = dir.join("metrics.jsonl");
     if !path.exists() {
         return Ok(Vec::new());

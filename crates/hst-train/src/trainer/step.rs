@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
 use burn::optim::{GradientsParams, Optimizer};
@@ -134,6 +133,24 @@ pub(super) struct EpochInputs<'a, B: AutodiffBackend> {
     pub failure_note: &'a dyn Fn() -> String,
 }
 
+/// Why the batch loop ended early: a stop request after a batch (with the next batch), or a failure.
+enum Interrupt {
+    Stop(usize),
+    Failed(TrainError),
+}
+
+impl From<TrainError> for Interrupt {
+    fn from(e: TrainError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl From<hst_data::DataError> for Interrupt {
+    fn from(e: hst_data::DataError) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
 /// The outcome of an epoch's training steps.
 pub(super) struct EpochTraining {
     /// The logged sums (every window read).
@@ -187,83 +204,73 @@ pub(super) fn train_epoch<B: AutodiffBackend, O: Optimizer<Hst<B>, B>>(
     let mut sums = EpochSums::new(classes);
     let mut step_log = StepLog::<B::InnerBackend>::default();
     let mut images = 0usize;
-    let mut stopped_at = None;
     let clock = Instant::now();
-    let mut failure: Option<TrainError> = None;
-    std::thread::scope(|scope| {
-        // Decode and augment the next batches on a worker thread while the model computes.
-        let (tx, rx) = sync_channel(2);
-        let batches = &batches;
-        scope.spawn(move || {
-            for (b, indices) in batches.iter().enumerate().skip(first_batch) {
-                let prepared = batcher.prepare(train_set, partial, indices, epoch);
-                if tx.send((b, prepared)).is_err() {
-                    break;
-                }
-            }
-        });
-        for (b, prepared) in rx {
-            let result = (|| -> Result<(), TrainError> {
-                let prepared = prepared?;
-                let partial_host = prepared.partial.clone();
-                let full_host = prepared.full.clone();
-                let batch = prepared.into_batch::<B>(device);
-                let n = batch.indices.len();
-                let labels = BatchLabels::new(batch.partial.clone(), partial_host.clone())
-                    .map_err(|source| TrainError::Model {
-                        what: "batch labels",
-                        source,
-                    })?;
-                let out = model.forward_train(batch.images);
-                let step = ScheduleStep {
-                    epoch,
-                    batch_index: b,
-                    batches_per_epoch,
-                };
-                let losses = model
-                    .losses(
-                        &out,
-                        labels,
-                        prototypes,
-                        step,
-                        derive_seed(&[config.seed, epoch as u64, b as u64]),
-                    )
-                    .map_err(|source| TrainError::Model {
-                        what: "losses",
-                        source,
-                    })?;
-                // Everything this step logs stays on the device until the window's read.
-                step_log.push(
-                    b,
-                    &inner_losses(&losses),
-                    (&partial_host, &batch.partial.inner()),
-                    (&full_host, &batch.full.inner()),
-                );
-                let grads = GradientsParams::from_grads(losses.total.backward(), &*model);
-                *model = optim.step(lr, model.clone(), grads);
-                images += n;
-                let loss = if step_log.pending() >= config.log_every {
-                    sums.read(&mut step_log, epoch, failure_note)?
-                } else {
-                    None
-                };
-                observer.batch_done(Phase::Train, loss);
-                Ok(())
-            })();
-            if let Err(e) = result {
-                failure = Some(e);
-                break;
-            }
+    // The batcher decodes and augments the next batches on a worker thread while the model computes.
+    let mut b = first_batch;
+    let outcome = batcher.for_each_prepared(
+        train_set,
+        partial,
+        &batches[first_batch.min(batches_per_epoch)..],
+        epoch,
+        2,
+        |prepared| -> Result<(), Interrupt> {
+            let partial_host = prepared.partial.clone();
+            let full_host = prepared.full.clone();
+            let batch = prepared.into_batch::<B>(device);
+            let n = batch.indices.len();
+            let labels = BatchLabels::new(batch.partial.clone(), partial_host.clone()).map_err(
+                |source| TrainError::Model {
+                    what: "batch labels",
+                    source,
+                },
+            )?;
+            let out = model.forward_train(batch.images);
+            let step = ScheduleStep {
+                epoch,
+                batch_index: b,
+                batches_per_epoch,
+            };
+            let losses = model
+                .losses(
+                    &out,
+                    labels,
+                    prototypes,
+                    step,
+                    derive_seed(&[config.seed, epoch as u64, b as u64]),
+                )
+                .map_err(|source| TrainError::Model {
+                    what: "losses",
+                    source,
+                })?;
+            // Everything this step logs stays on the device until the window's read.
+            step_log.push(
+                b,
+                &inner_losses(&losses),
+                (&partial_host, &batch.partial.inner()),
+                (&full_host, &batch.full.inner()),
+            );
+            let grads = GradientsParams::from_grads(losses.total.backward(), &*model);
+            *model = optim.step(lr, model.clone(), grads);
+            images += n;
+            let loss = if step_log.pending() >= config.log_every {
+                sums.read(&mut step_log, epoch, failure_note)?
+            } else {
+                None
+            };
+            observer.batch_done(Phase::Train, loss);
+            b += 1;
             if stop.load(Ordering::SeqCst) {
-                stopped_at = Some(b + 1);
-                break;
+                return Err(Interrupt::Stop(b));
             }
-        }
-    });
+            Ok(())
+        },
+    );
     observer.phase_end(Phase::Train);
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    let stopped_at = match outcome {
+        Ok(()) => None,
+        Err(Interrupt::Stop(next_batch)) => Some(next_batch),
+        Err(Interrupt::Failed(e)) => return Err(e),
+    };
     // The pending window is read before anything is saved: a non-finite loss in it must not be kept.
     sums.read(&mut step_log, epoch, failure_note)?;
     Ok(EpochTraining {
