@@ -134,7 +134,15 @@ impl<B: Backend> IstHead<B> {
         // Class-major rows `[classes, batch · pair_dim]`: the per-pair gathers below are 2-D row selects,
         // which Burn's CPU backend runs (and scatters back in the backward pass) as row copies; its N-D
         // select computes every element's index.
-        let rows = |x: Tensor<B, 3>| x.swap_dims(0, 1).reshape([classes, batch * pair_dim]);
+        // (With one image the swap is a reshape: burn 0.21's WGPU loses values in a swap of a unit dimension
+        // followed by a reshape, see `hst_backbone::kernels::swap_dims_1_2`.)
+        let rows = |x: Tensor<B, 3>| {
+            if batch == 1 {
+                x.reshape([classes, pair_dim])
+            } else {
+                x.swap_dims(0, 1).reshape([classes, batch * pair_dim])
+            }
+        };
         let left = rows(linear_rows_with(g.clone(), w_b1, None)); // [classes, batch * pair_dim]
         let right = rows(linear_rows_with(g, w_b2, b_b)); // [classes, batch * pair_dim]
 
@@ -235,12 +243,15 @@ mod tests {
             .with_pair_dim(7)
             .with_pair_chunk(3)
             .init::<TB>(&device);
-        let f = Tensor::<TB, 3>::random([3, 5, 8], Distribution::Normal(0.0, 1.0), &device);
-        let fast = head.forward(f.clone());
-        let slow = head.forward_naive(f);
-        assert_eq!(fast.dims(), [3, 10]);
-        fast.into_data()
-            .assert_approx_eq::<f32>(&slow.into_data(), Tolerance::rel_abs(1e-5, 1e-6));
+        // Three images, and one (the batch-of-one layout path).
+        for batch in [3, 1] {
+            let f = Tensor::<TB, 3>::random([batch, 5, 8], Distribution::Normal(0.0, 1.0), &device);
+            let fast = head.forward(f.clone());
+            let slow = head.forward_naive(f);
+            assert_eq!(fast.dims(), [batch, 10]);
+            fast.into_data()
+                .assert_approx_eq::<f32>(&slow.into_data(), Tolerance::rel_abs(1e-5, 1e-6));
+        }
     }
 
     #[test]
