@@ -88,7 +88,7 @@ impl<B: Backend> Ggnn<B> {
         let (candidate_weight, candidate_bias) = stack_transposed(&[&self.candidate_state]); // [dim, dim], [dim, 1]
         let in_matrix_t = adjacency.clone().transpose(); // [classes, classes]
 
-        let mut h = nodes.reshape([rows, dim]).transpose(); // [dim, rows]
+        let mut h = transpose(nodes.reshape([rows, dim])); // [dim, rows]
         for _ in 0..self.time_steps {
             let flat = h.clone().reshape([dim * batch, classes]); // [dim * batch, classes]
             let incoming = flat
@@ -118,7 +118,18 @@ impl<B: Backend> Ggnn<B> {
             ); // [dim, rows]
             h = (z.clone().neg() + 1.0) * h + z * candidate; // [dim, rows]
         }
-        h.transpose().reshape([batch, classes, dim])
+        transpose(h).reshape([batch, classes, dim])
+    }
+}
+
+/// `x.transpose()`, as a reshape when a dimension has size 1 (the same values in the same order): burn 0.21's
+/// WGPU loses values in a swap of a unit dimension followed by a reshape (see `kernels::swap_dims_1_2`).
+fn transpose<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let [a, b] = x.dims();
+    if a == 1 || b == 1 {
+        x.reshape([b, a])
+    } else {
+        x.transpose()
     }
 }
 
@@ -181,7 +192,18 @@ mod tests {
             .into_data()
             .assert_eq(&nodes.clone().into_data(), true);
         let g3 = GgnnConfig::new(4).init::<TB>(&device);
-        assert_eq!(g3.forward(nodes, adjacency).dims(), [2, 3, 4]);
+        assert_eq!(g3.forward(nodes.clone(), adjacency).dims(), [2, 3, 4]);
+        // One node of one image (unit dimensions, where the transposes are reshapes) equals the same node
+        // run inside a batch of two.
+        let one = nodes.slice([0..1, 0..1, 0..4]); // [1, 1, 4]
+        let self_loop = Tensor::<TB, 2>::ones([1, 1], &device);
+        let alone = g3.forward(one.clone(), self_loop.clone());
+        let in_batch = g3
+            .forward(Tensor::cat(vec![one.clone(), one], 0), self_loop)
+            .slice([0..1, 0..1, 0..4]);
+        alone
+            .into_data()
+            .assert_approx_eq::<f32>(&in_batch.into_data(), Tolerance::rel_abs(1e-6, 1e-7));
     }
 
     /// One step computed by hand with explicit per-node sums, against the batched forward.
