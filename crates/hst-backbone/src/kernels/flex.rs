@@ -207,15 +207,16 @@ fn dense_forward(
     chunk_floats: usize,
 ) -> FlexTensor {
     let g = conv_geometry(&x, &weight, options);
-    let x = values(x);
     let weight = Flex::float_reshape(weight, [g.channels_out, g.patch()].into());
     let mut out = vec![0.0f32; g.batch * g.channels_out * g.pixels()];
-    for images in image_chunks(&g, chunk_floats) {
-        let columns = images.len() * g.pixels();
-        let cols = tensor(cpu::im2col(&x, &g, images.clone()), [g.patch(), columns]);
-        let rows = values(Flex::float_matmul(weight.clone(), cols)); // [out, images · pixels]
-        cpu::scatter_channel_major(&rows, g.channels_out, g.pixels(), images, &mut out);
-    }
+    with_values(&x, |x| {
+        for images in image_chunks(&g, chunk_floats) {
+            let columns = images.len() * g.pixels();
+            let cols = tensor(cpu::im2col(x, &g, images.clone()), [g.patch(), columns]);
+            let rows = values(Flex::float_matmul(weight.clone(), cols)); // [out, images · pixels]
+            cpu::scatter_channel_major(&rows, g.channels_out, g.pixels(), images, &mut out);
+        }
+    });
     tensor(out, [g.batch, g.channels_out, g.output[0], g.output[1]])
 }
 
@@ -229,22 +230,23 @@ fn dense_input_grad(
     chunk_floats: usize,
 ) -> FlexTensor {
     let g = conv_geometry(&x, &weight, options);
-    let grad = values(grad);
     let weight_t = Flex::float_transpose(Flex::float_reshape(
         weight,
         [g.channels_out, g.patch()].into(),
     )); // [in · kh · kw, out]
     let [h, w] = g.input;
     let mut dx = vec![0.0f32; g.batch * g.channels_in * h * w];
-    for images in image_chunks(&g, chunk_floats) {
-        let columns = images.len() * g.pixels();
-        let rows = tensor(
-            cpu::channel_major(&grad, g.channels_out, g.pixels(), images.clone()),
-            [g.channels_out, columns],
-        );
-        let cols = values(Flex::float_matmul(weight_t.clone(), rows)); // [in · kh · kw, columns]
-        cpu::col2im(&cols, &g, images, &mut dx);
-    }
+    with_values(&grad, |grad| {
+        for images in image_chunks(&g, chunk_floats) {
+            let columns = images.len() * g.pixels();
+            let rows = tensor(
+                cpu::channel_major(grad, g.channels_out, g.pixels(), images.clone()),
+                [g.channels_out, columns],
+            );
+            let cols = values(Flex::float_matmul(weight_t.clone(), rows)); // [in · kh · kw, columns]
+            cpu::col2im(&cols, &g, images, &mut dx);
+        }
+    });
     tensor(dx, [g.batch, g.channels_in, h, w])
 }
 
@@ -264,21 +266,24 @@ fn dense_weight_grad(
         grad.shape().dims::<4>(),
         [batch, channels_out, g.output[0], g.output[1]]
     );
-    let (x, grad) = (values(x), values(grad));
     let mut total: Option<FlexTensor> = None;
-    for images in image_chunks(&g, chunk_floats) {
-        let columns = images.len() * g.pixels();
-        let cols = tensor(cpu::im2col(&x, &g, images.clone()), [g.patch(), columns]);
-        let rows = tensor(
-            cpu::channel_major(&grad, channels_out, g.pixels(), images),
-            [channels_out, columns],
-        );
-        let part = Flex::float_matmul(rows, Flex::float_transpose(cols)); // [out, in · kh · kw]
-        total = Some(match total {
-            Some(sum) => Flex::float_add(sum, part),
-            None => part,
-        });
-    }
+    with_values(&x, |x| {
+        with_values(&grad, |grad| {
+            for images in image_chunks(&g, chunk_floats) {
+                let columns = images.len() * g.pixels();
+                let cols = tensor(cpu::im2col(x, &g, images.clone()), [g.patch(), columns]);
+                let rows = tensor(
+                    cpu::channel_major(grad, channels_out, g.pixels(), images),
+                    [channels_out, columns],
+                );
+                let part = Flex::float_matmul(rows, Flex::float_transpose(cols)); // [out, in · kh · kw]
+                total = Some(match total.take() {
+                    Some(sum) => Flex::float_add(sum, part),
+                    None => part,
+                });
+            }
+        })
+    });
     let total = total
         .unwrap_or_else(|| tensor(vec![0.0; w_shape.num_elements()], [channels_out, g.patch()]));
     Flex::float_reshape(total, w_shape)
