@@ -242,6 +242,8 @@ fn run() -> anyhow::Result<()> {
             overwrite: false,
             stop: Arc::new(AtomicBool::new(false)),
             observer: &mut observer,
+            cluster: None,
+            timeout: hst_train::data_parallel::DEFAULT_TIMEOUT,
         },
     )??;
     if let Some(m) = &summary.last {

@@ -7,7 +7,8 @@
 
 use std::fmt;
 
-use burn::tensor::{backend::AutodiffBackend, Tensor};
+use burn::tensor::backend::{AutodiffBackend, DeviceId, DeviceOps};
+use burn::tensor::Tensor;
 
 /// The backends this project knows. Which of them are usable depends on the cargo features the binary was
 /// built with (see [`BackendName::compiled`]).
@@ -123,53 +124,155 @@ pub trait BackendJob {
     fn run<B: AutodiffBackend>(self, backend: BackendName, device: B::Device) -> Self::Output;
 }
 
+/// A piece of work on several devices of one backend (data-parallel training).
+pub trait DevicesJob {
+    /// What the job returns.
+    type Output;
+    /// Run the job on backend `B` and `devices` (at least one).
+    fn run<B: AutodiffBackend>(self, backend: BackendName, devices: Vec<B::Device>)
+        -> Self::Output;
+}
+
+/// A [`BackendJob`] as a [`DevicesJob`] on one device.
+struct OnOne<J>(J);
+
+impl<J: BackendJob> DevicesJob for OnOne<J> {
+    type Output = J::Output;
+    fn run<B: AutodiffBackend>(self, backend: BackendName, devices: Vec<B::Device>) -> J::Output {
+        let device = devices.into_iter().next().expect("one device");
+        self.0.run::<B>(backend, device)
+    }
+}
+
+/// Devices of one backend named on the command line: `cuda:0,cuda:1`, `wgpu:1`, `flex,flex` (several CPU
+/// peers). An entry without an index is the backend's default device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceList {
+    /// The backend of every entry.
+    pub backend: BackendName,
+    /// Each entry's device index (`None`: the default device).
+    pub indices: Vec<Option<u16>>,
+}
+
+impl std::str::FromStr for DeviceList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut backend = None;
+        let mut indices = Vec::new();
+        for entry in s.split(',').map(str::trim) {
+            let (name, index) = match entry.split_once(':') {
+                Some((name, index)) => {
+                    let index = index.parse::<u16>().map_err(|_| {
+                        format!(
+                            "`{entry}`: the device index after `:` must be a number (e.g. cuda:0)"
+                        )
+                    })?;
+                    (name, Some(index))
+                }
+                None => (entry, None),
+            };
+            let name = BackendName::ALL
+                .into_iter()
+                .find(|b| b.as_str() == name)
+                .ok_or_else(|| {
+                    format!(
+                        "`{entry}`: unknown backend `{name}` (one of: {})",
+                        BackendName::ALL.map(BackendName::as_str).join(", ")
+                    )
+                })?;
+            if backend.is_some_and(|b| b != name) {
+                return Err(format!(
+                    "`{s}`: every device must be of the same backend (data-parallel peers run one model type)"
+                ));
+            }
+            backend = Some(name);
+            indices.push(index);
+        }
+        Ok(Self {
+            backend: backend.ok_or_else(|| "no device given".to_string())?,
+            indices,
+        })
+    }
+}
+
 /// Run `job` on the backend named `name`, after checking that the backend can start.
 pub fn run_on<J: BackendJob>(name: BackendName, job: J) -> Result<J::Output, BackendError> {
+    run_on_devices(
+        &DeviceList {
+            backend: name,
+            indices: vec![None],
+        },
+        OnOne(job),
+    )
+}
+
+/// Run `job` on the devices of `devices`, after checking that each can start.
+pub fn run_on_devices<J: DevicesJob>(
+    devices: &DeviceList,
+    job: J,
+) -> Result<J::Output, BackendError> {
+    let name = devices.backend;
     name.ensure_compiled()?;
+    let indices = &devices.indices;
     match name {
         #[cfg(feature = "flex")]
         BackendName::Flex => {
-            type B = burn::backend::Autodiff<burn::backend::Flex>;
-            start::<B, J>(name, Default::default(), job)
+            start::<burn::backend::Autodiff<burn::backend::Flex>, J>(name, indices, job)
         }
         #[cfg(feature = "ndarray")]
         BackendName::Ndarray => {
-            type B = burn::backend::Autodiff<burn::backend::NdArray>;
-            start::<B, J>(name, Default::default(), job)
+            start::<burn::backend::Autodiff<burn::backend::NdArray>, J>(name, indices, job)
         }
         #[cfg(feature = "wgpu")]
         BackendName::Wgpu => {
-            type B = burn::backend::Autodiff<burn::backend::Wgpu>;
-            start::<B, J>(name, Default::default(), job)
+            start::<burn::backend::Autodiff<burn::backend::Wgpu>, J>(name, indices, job)
         }
         #[cfg(feature = "vulkan")]
         BackendName::Vulkan => {
-            type B = burn::backend::Autodiff<burn::backend::Vulkan>;
-            start::<B, J>(name, Default::default(), job)
+            start::<burn::backend::Autodiff<burn::backend::Vulkan>, J>(name, indices, job)
         }
         #[cfg(feature = "cuda")]
         BackendName::Cuda => {
             if let Some(reason) = missing_cuda_library() {
                 return Err(BackendError::Unavailable { name, reason });
             }
-            type B = burn::backend::Autodiff<burn::backend::Cuda>;
-            start::<B, J>(name, Default::default(), job)
+            start::<burn::backend::Autodiff<burn::backend::Cuda>, J>(name, indices, job)
         }
         #[allow(unreachable_patterns)]
         _ => unreachable!("checked by BackendName::compiled"),
     }
 }
 
-/// Probe the device with a tiny computation (GPU runtimes initialise lazily and panic when no driver or
+/// The device of `index` (`None`: the default device): the discrete GPU / CUDA device of that index; CPU
+/// backends have one device whatever the index.
+fn device_at<D: DeviceOps>(index: Option<u16>) -> D {
+    match index {
+        None => D::default(),
+        Some(i) => D::from_id(DeviceId::new(0, i)),
+    }
+}
+
+/// Probe each device with a tiny computation (GPU runtimes initialise lazily and panic when no driver or
 /// adapter is found), then run the job.
-fn start<B: AutodiffBackend, J: BackendJob>(
+fn start<B: AutodiffBackend, J: DevicesJob>(
     name: BackendName,
-    device: B::Device,
+    indices: &[Option<u16>],
     job: J,
 ) -> Result<J::Output, BackendError> {
-    probe::<B>(&device).map_err(|reason| BackendError::Unavailable { name, reason })?;
-    tracing::info!(backend = %name, device = ?device, "backend ready");
-    Ok(job.run::<B>(name, device))
+    let devices: Vec<B::Device> = indices.iter().map(|&i| device_at(i)).collect();
+    for device in &devices {
+        probe::<B>(device).map_err(|reason| BackendError::Unavailable {
+            name,
+            reason: if devices.len() > 1 {
+                format!("{device:?}: {reason}")
+            } else {
+                reason
+            },
+        })?;
+    }
+    tracing::info!(backend = %name, devices = ?devices, "backend ready");
+    Ok(job.run::<B>(name, devices))
 }
 
 thread_local! {

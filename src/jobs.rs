@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use burn::module::AutodiffModule;
 use burn::prelude::*;
@@ -11,9 +12,11 @@ use hst_data::{BatchMode, HstBatcher};
 use hst_train::data::RunData;
 use hst_train::import::{import_reference, ImportedRun};
 use hst_train::trainer::{evaluate, load_run_model, Evaluation};
-use hst_train::{RunSummary, TrainConfig, TrainError, TrainObserver, TrainOptions};
+use hst_train::{
+    Cluster, DataParallel, RunSummary, TrainConfig, TrainError, TrainObserver, TrainOptions,
+};
 
-use crate::backend::{BackendJob, BackendName};
+use crate::backend::{BackendJob, BackendName, DevicesJob};
 
 /// Train a configuration on the chosen backend.
 pub struct TrainJob<'a> {
@@ -31,23 +34,42 @@ pub struct TrainJob<'a> {
     pub stop: Arc<AtomicBool>,
     /// Progress display.
     pub observer: &'a mut dyn TrainObserver,
+    /// Other machines of a data-parallel run.
+    pub cluster: Option<Cluster>,
+    /// How long a data-parallel peer waits for the others in one collective operation.
+    pub timeout: Duration,
 }
 
 impl BackendJob for TrainJob<'_> {
     type Output = Result<RunSummary, TrainError>;
 
-    fn run<B: AutodiffBackend>(self, _: BackendName, device: B::Device) -> Self::Output {
+    /// [`hst_train::train`] on `device` (and, with a cluster, as this node's one peer).
+    fn run<B: AutodiffBackend>(self, backend: BackendName, device: B::Device) -> Self::Output {
+        DevicesJob::run::<B>(self, backend, vec![device])
+    }
+}
+
+impl DevicesJob for TrainJob<'_> {
+    type Output = Result<RunSummary, TrainError>;
+
+    /// One device and no cluster: [`hst_train::train`]; otherwise data-parallel training, one peer per
+    /// device ([`hst_train::train_data_parallel`]).
+    fn run<B: AutodiffBackend>(self, _: BackendName, devices: Vec<B::Device>) -> Self::Output {
         let options = TrainOptions {
             resume: self.resume,
             stop: Some(self.stop),
             overwrite: self.overwrite,
         };
-        hst_train::train::<B>(
+        let mut parallel = DataParallel::new(devices).with_timeout(self.timeout);
+        if let Some(cluster) = self.cluster {
+            parallel = parallel.with_cluster(cluster);
+        }
+        hst_train::train_data_parallel::<B>(
             &self.config,
             self.data,
             &self.out,
             &options,
-            &device,
+            &parallel,
             self.observer,
         )
     }

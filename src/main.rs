@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use hst::backend::{run_on, BackendJob, BackendName};
+use hst::backend::{run_on, run_on_devices, BackendJob, BackendName, DeviceList};
 use hst::jobs::{default_run_dir, EvalJob, ImportJob, PredictJob, TrainJob};
 use hst::progress::ProgressObserver;
 use hst_data::label_file::{read_label_csv, write_label_csv};
 use hst_data::{EmbeddedDataset, PartialLabels};
 use hst_train::report::write_report;
-use hst_train::TrainConfig;
+use hst_train::{Cluster, TrainConfig};
 
 // The `hst` binary's global allocator (measured in BENCHMARKS.md, "Allocator"). Burn's CPU backends allocate
 // and free tensors of tens of MiB every step; glibc returns each large one to the kernel (munmap) and the next
@@ -48,9 +48,9 @@ fn keep_freed_memory() {
                   Without a command, `hst` trains HST on the embedded dataset (the `embedded` preset)."
 )]
 struct Cli {
-    /// Backend to run on (those compiled into this binary; see `hst backends`).
-    #[arg(long, global = true, value_enum, default_value = "flex")]
-    backend: BackendName,
+    /// Backend to run on (those compiled into this binary; see `hst backends`) [default: flex].
+    #[arg(long, global = true, value_enum)]
+    backend: Option<BackendName>,
     /// Log verbosity (`-v` info, `-vv` debug); RUST_LOG overrides it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -90,6 +90,65 @@ impl ConfigArgs {
     }
 }
 
+/// Data-parallel training: several devices, several machines.
+#[derive(Args, Debug, Clone, Default)]
+struct ParallelArgs {
+    /// Train data-parallel, one model replica per device, each on its share of every batch (batch_size is
+    /// the whole batch over all devices and nodes): `cuda:0,cuda:1`, `wgpu:0,wgpu:1`, or `flex,flex` (several
+    /// CPU peers, for tests). Names the backend (instead of --backend).
+    #[arg(long, value_name = "LIST")]
+    devices: Option<DeviceList>,
+    /// Machines of a multi-machine run; each runs `hst train` with the same configuration and its
+    /// --node-rank (0 evaluates, writes the run folder and runs the coordinator).
+    #[arg(long, requires_all = ["node_rank", "coordinator"])]
+    nodes: Option<u32>,
+    /// This machine's rank, 0..nodes.
+    #[arg(long, requires = "nodes")]
+    node_rank: Option<u32>,
+    /// Node 0's address for the others, HOST:PORT (node 0 listens on PORT).
+    #[arg(long, value_name = "HOST:PORT", requires = "nodes")]
+    coordinator: Option<String>,
+    /// Where the other nodes reach this one, HOST:PORT (default: this machine's address towards the
+    /// coordinator, port = coordinator port + 1 + node rank).
+    #[arg(long, value_name = "HOST:PORT", requires = "nodes")]
+    node_address: Option<String>,
+    /// Seconds a peer waits for the others in one collective operation before it stops with an error
+    /// (the main peer's evaluation and prototype pass happen while the others wait).
+    #[arg(long, value_name = "SECONDS", default_value_t = hst_train::data_parallel::DEFAULT_TIMEOUT.as_secs())]
+    collective_timeout: u64,
+}
+
+impl ParallelArgs {
+    /// The nodes of a multi-machine run, if any.
+    fn cluster(&self) -> Result<Option<Cluster>> {
+        let Some(nodes) = self.nodes else {
+            return Ok(None);
+        };
+        let resolve = |what: &str, addr: &str| -> Result<std::net::SocketAddr> {
+            use std::net::ToSocketAddrs;
+            addr.to_socket_addrs()
+                .with_context(|| format!("{what} `{addr}` (HOST:PORT)"))?
+                .next()
+                .with_context(|| format!("{what} `{addr}` resolves to no address"))
+        };
+        let coordinator = resolve(
+            "--coordinator",
+            self.coordinator.as_deref().unwrap_or_default(),
+        )?;
+        let node_address = self
+            .node_address
+            .as_deref()
+            .map(|a| resolve("--node-address", a))
+            .transpose()?;
+        Ok(Some(Cluster {
+            nodes,
+            node_rank: self.node_rank.unwrap_or_default(),
+            coordinator,
+            node_address,
+        }))
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train HST (default: the embedded dataset at 30% known labels).
@@ -109,6 +168,8 @@ enum Command {
         /// Print the configuration as JSON and exit.
         #[arg(long)]
         print_config: bool,
+        #[command(flatten)]
+        parallel: ParallelArgs,
     },
     /// Evaluate a run's checkpoint on its test set.
     Eval {
@@ -277,7 +338,8 @@ fn error_chain(e: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let backend = cli.backend;
+    let backend_given = cli.backend.is_some();
+    let backend = cli.backend.unwrap_or(BackendName::Flex);
     backend.ensure_compiled()?;
     let command = cli.command.unwrap_or(Command::Train {
         config: ConfigArgs {
@@ -290,6 +352,7 @@ fn run(cli: Cli) -> Result<()> {
         resume: false,
         force: false,
         print_config: false,
+        parallel: ParallelArgs::default(),
     });
     // The GPU runtime policy (autotune level, persistent kernel and autotune caches) before any GPU tensor.
     let level = match &command {
@@ -305,6 +368,7 @@ fn run(cli: Cli) -> Result<()> {
             resume,
             force,
             print_config,
+            parallel,
         } => {
             let config = if resume {
                 if config.preset.is_some() || config.config.is_some() || config.baseline {
@@ -324,7 +388,22 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", config.to_json());
                 return Ok(());
             }
-            train(backend, config, out, resume, force)
+            let devices = match &parallel.devices {
+                Some(list) => {
+                    if backend_given && list.backend != backend {
+                        bail!(
+                            "--backend {backend} and --devices {} name different backends; --devices alone is enough",
+                            list.backend
+                        );
+                    }
+                    list.clone()
+                }
+                None => DeviceList {
+                    backend,
+                    indices: vec![None],
+                },
+            };
+            train(devices, &parallel, config, out, resume, force)
         }
         Command::Eval {
             run,
@@ -521,12 +600,15 @@ fn print_stats(name: &str, s: &hst_data::LabelStats) {
 }
 
 fn train(
-    backend: BackendName,
+    devices: DeviceList,
+    parallel: &ParallelArgs,
     config: TrainConfig,
     out: Option<PathBuf>,
     resume: bool,
     force: bool,
 ) -> Result<()> {
+    let backend = devices.backend;
+    let cluster = parallel.cluster()?;
     let out = out.unwrap_or_else(|| default_run_dir(&config.preset));
     if let Some(reason) = hst::backend::unverified_reason(backend, &config.model.trunk) {
         eprintln!("warning: this configuration is not verified on {backend}: {reason}");
@@ -559,8 +641,21 @@ fn train(
         .context("installing the interrupt handler")?;
     }
     let mut observer = ProgressObserver::new(config.epochs);
-    let summary = run_on(
-        backend,
+    if devices.indices.len() > 1 || cluster.is_some() {
+        let world = devices.indices.len() * cluster.as_ref().map_or(1, |c| c.nodes as usize);
+        eprintln!(
+            "hst: data-parallel, {world} peers ({} on this node{}), batch {} = {world} shares of {}",
+            devices.indices.len(),
+            cluster
+                .as_ref()
+                .map(|c| format!(", node {} of {}, coordinator {}", c.node_rank, c.nodes, c.coordinator))
+                .unwrap_or_default(),
+            config.batch_size,
+            config.batch_size / world.max(1)
+        );
+    }
+    let summary = run_on_devices(
+        &devices,
         TrainJob {
             config,
             data: &data,
@@ -569,6 +664,8 @@ fn train(
             overwrite: force,
             stop,
             observer: &mut observer,
+            cluster,
+            timeout: std::time::Duration::from_secs(parallel.collective_timeout),
         },
     )??;
     drop(observer);

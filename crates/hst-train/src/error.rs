@@ -104,6 +104,17 @@ pub enum TrainError {
         #[source]
         source: hst_transfer::TransferError,
     },
+    /// A collective operation of data-parallel training failed: a peer stopped, crashed or cannot be
+    /// reached, or the peers do not run the same thing.
+    #[error("data-parallel peer {peer}, {what}: {message}")]
+    Collective {
+        /// The operation (`"gradient all-reduce"`, `"joining the collective"`, …).
+        what: &'static str,
+        /// The rank of the peer that reports it.
+        peer: usize,
+        /// What happened.
+        message: String,
+    },
     /// A data error (reading a dataset or image).
     #[error(transparent)]
     Data(#[from] hst_data::DataError),

@@ -178,9 +178,60 @@ impl<B: Backend> StepLog<B> {
     pub fn read(&mut self) -> Option<WindowSums> {
         let sums = self.sums.take()?;
         let values = host::read_f64(sums);
+        let (ist, cst, steps) = (self.host_ist, self.host_cst, self.steps);
+        Some(self.window(&values, ist, cst, steps))
+    }
+
+    /// [`read`](Self::read) for data-parallel peers: the window vector (with this peer's host counts, step
+    /// count and `stop` request appended) goes through `reduce`, a sum over all peers, before the one read.
+    /// Every peer then holds the same window of all peers' steps, and whether any peer asked to stop.
+    /// `Ok(None)` when no step was added since the last read (on every peer alike: they step in lockstep).
+    ///
+    /// # Errors
+    /// Those of `reduce`.
+    pub fn read_across<E>(
+        &mut self,
+        stop: bool,
+        reduce: impl FnOnce(Tensor<B, 1>) -> Result<Tensor<B, 1>, E>,
+    ) -> Result<Option<(WindowSums, bool)>, E> {
+        let Some(sums) = self.sums.take() else {
+            return Ok(None);
+        };
+        let device = sums.device();
+        let (ist, cst) = (self.host_ist, self.host_cst);
+        let host = |h: Option<HostCounts>| {
+            h.map_or((0.0, 0.0), |h| {
+                (h.unknown as f32, h.hidden_positives as f32)
+            })
+        };
+        let ((iu, ih), (cu, ch)) = (host(ist), host(cst));
+        let extra = [iu, ih, cu, ch, self.steps as f32, f32::from(u8::from(stop))];
+        let vector = Tensor::cat(vec![sums, Tensor::from_floats(extra, &device)], 0);
+        let values = host::read_f64(reduce(vector)?);
+        let n = TERMS.len() + COUNTS;
+        let summed = |h: Option<HostCounts>, at: usize| {
+            h.map(|_| HostCounts {
+                unknown: values[n + at].round() as usize,
+                hidden_positives: values[n + at + 1].round() as usize,
+            })
+        };
+        let (ist, cst) = (summed(ist, 0), summed(cst, 2));
+        let steps = values[n + 4].round() as usize;
+        let stop_any = values[n + 5] > 0.0;
+        Ok(Some((self.window(&values, ist, cst, steps), stop_any)))
+    }
+
+    /// The window of read `values` (`[terms, counts, …]`), and a new window started.
+    fn window(
+        &mut self,
+        values: &[f64],
+        host_ist: Option<HostCounts>,
+        host_cst: Option<HostCounts>,
+        steps: usize,
+    ) -> WindowSums {
         let terms = TERMS
             .iter()
-            .zip(&values)
+            .zip(values)
             .zip(self.active)
             .filter(|(_, active)| *active)
             .map(|((name, v), _)| (*name, *v))
@@ -196,15 +247,15 @@ impl<B: Backend> StepLog<B> {
         };
         let n = TERMS.len();
         let window = WindowSums {
-            steps: self.steps,
+            steps,
             first_batch: self.first_batch,
             last_batch: self.last_batch,
             terms,
-            ist: quality(self.host_ist.take(), values[n], values[n + 1]),
-            cst: quality(self.host_cst.take(), values[n + 2], values[n + 3]),
+            ist: quality(host_ist, values[n], values[n + 1]),
+            cst: quality(host_cst, values[n + 2], values[n + 3]),
         };
         *self = Self::default();
-        Some(window)
+        window
     }
 }
 

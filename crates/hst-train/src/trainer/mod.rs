@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::data::RunData;
+use crate::data_parallel::Peer;
 use crate::error::TrainError;
 use crate::host;
 use crate::metrics::MultiLabelMetrics;
@@ -195,10 +196,33 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
     observer: &mut dyn TrainObserver,
 ) -> Result<RunSummary, TrainError> {
+    session::<B>(
+        config,
+        data,
+        out,
+        options,
+        &Peer::solo(device.clone()),
+        observer,
+    )
+}
+
+/// [`train`] as one peer of a data-parallel run (or the only one): every peer trains its share of each
+/// batch on its replica; the main peer alone computes the prototypes (then shared), evaluates, writes
+/// the run folder and reports to `observer`.
+pub(crate) fn session<B: AutodiffBackend>(
+    config: &TrainConfig,
+    data: &RunData,
+    out: &Path,
+    options: &TrainOptions,
+    peer: &Peer<B::InnerBackend>,
+    observer: &mut dyn TrainObserver,
+) -> Result<RunSummary, TrainError> {
     let started = Instant::now();
+    let device = peer.device();
+    let main = peer.is_main();
     config.validate()?;
     check_data(config, data)?;
-    if !options.resume && checkpoint::holds_a_run(out) && !options.overwrite {
+    if main && !options.resume && checkpoint::holds_a_run(out) && !options.overwrite {
         return Err(TrainError::RunExists {
             path: out.to_path_buf(),
         });
@@ -212,13 +236,20 @@ pub fn train<B: AutodiffBackend>(
     if options.resume {
         (model, optim, position) = checkpoints.resume(out, model, optim, device)?;
     }
+    if peer.is_parallel() {
+        // One broadcast of the main peer's weights; a resumed run's peers each loaded the same checkpoint.
+        model = peer.broadcast_module::<B, _>(model)?;
+        check_same_position(peer, &position)?;
+    }
     // The run folder is touched only now: a resume that does not fit has changed nothing.
-    run_folder::prepare(
-        out,
-        config,
-        &constants,
-        !options.resume && options.overwrite,
-    )?;
+    if main {
+        run_folder::prepare(
+            out,
+            config,
+            &constants,
+            !options.resume && options.overwrite,
+        )?;
+    }
 
     let transform = config.data.transform.clone().with_seed(config.seed).init();
     let train_batcher = HstBatcher::new(transform.clone(), BatchMode::Train)
@@ -245,20 +276,34 @@ pub fn train<B: AutodiffBackend>(
         let lr = config.optimizer.lr_at(epoch);
         let first_batch = if epoch == start_epoch { start_batch } else { 0 };
 
-        // Prototypes: a no-gradient pass with the training augmentations at the start of due epochs.
+        // Prototypes: a no-gradient pass with the training augmentations at the start of due epochs, on the
+        // main peer; the other peers receive them.
         if config.model.ablation.cst_enabled()
             && config.model.schedule.prototypes_due(epoch)
             && first_batch == 0
         {
-            prototypes = Some(prototypes::compute(
-                &model,
-                config,
-                train_set,
-                partial,
-                &train_batcher,
-                epoch,
-                device,
-                observer,
+            let computed = if main {
+                Some(prototypes::compute(
+                    &model,
+                    config,
+                    train_set,
+                    partial,
+                    &train_batcher,
+                    epoch,
+                    device,
+                    observer,
+                )?)
+            } else {
+                None
+            };
+            prototypes = Some(prototypes::share(
+                peer,
+                computed,
+                [
+                    classes,
+                    config.model.cst.prototypes,
+                    model.sarl.feature_dim(),
+                ],
             )?);
         }
 
@@ -274,26 +319,33 @@ pub fn train<B: AutodiffBackend>(
             lr,
             stop: &stop,
             failure_note: &failure_note,
+            peer,
         };
         let trained = step::train_epoch(&inputs, &mut model, &mut optim, device, observer)?;
         if let Some(next_batch) = trained.stopped_at {
-            checkpoints.save(
-                false,
-                &model,
-                &optim,
-                epoch,
-                next_batch,
-                best,
-                prototypes.as_ref(),
-            )?;
+            if main {
+                checkpoints.save(
+                    false,
+                    &model,
+                    &optim,
+                    epoch,
+                    next_batch,
+                    best,
+                    prototypes.as_ref(),
+                )?;
+                tracing::info!(
+                    epoch,
+                    batch = next_batch,
+                    "stopped on request; state saved to {}",
+                    checkpoints.last().display()
+                );
+            }
             interrupted = true;
-            tracing::info!(
-                epoch,
-                batch = next_batch,
-                "stopped on request; state saved to {}",
-                checkpoints.last().display()
-            );
             break;
+        }
+        if !main {
+            // Evaluation, logs and checkpoints are the main peer's.
+            continue;
         }
 
         // Evaluation on the whole test set.
@@ -367,6 +419,33 @@ pub fn train<B: AutodiffBackend>(
         best,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Refuse peers that would start from different places (a resumed run whose nodes hold different
+/// checkpoints): the sum over peers of `(epoch, next batch, 1)` must be `world ×` this peer's.
+fn check_same_position<B: AutodiffBackend>(
+    peer: &Peer<B::InnerBackend>,
+    position: &Position<B>,
+) -> Result<(), TrainError> {
+    let own = [position.epoch as f32, position.next_batch as f32, 1.0];
+    let summed = peer.all_reduce(
+        "start position",
+        Tensor::<B::InnerBackend, 1>::from_floats(own, peer.device()),
+        burn_collective::ReduceOperation::Sum,
+    )?;
+    let summed = host::read_f64(summed);
+    let world = peer.world as f64;
+    if summed[2] != world
+        || summed[0] != world * own[0] as f64
+        || summed[1] != world * own[1] as f64
+    {
+        return Err(TrainError::Config(format!(
+            "the {} peers do not start from the same place: this one (rank {}) starts at epoch {}, batch {}; a \
+             resumed run needs the same checkpoints/last.ckpt on every node",
+            peer.world, peer.rank, position.epoch, position.next_batch
+        )));
+    }
+    Ok(())
 }
 
 /// The log of an epoch: the loss means and pseudo-label quality of its steps, the thresholds `model` ends

@@ -85,13 +85,32 @@ impl RunConstants {
     }
 }
 
+/// The backend's random generator is one per process: a seeded initialisation holds this lock from the
+/// seed to the last parameter drawn, so that models built at the same time on other threads (data-parallel
+/// peers, a benchmark beside a training) neither change nor share its draws.
+static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Draws every lazily initialised float parameter, in module order.
+struct Materialize;
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}
+
 /// Build the model of a run, importing the pretrained trunk weights when configured.
+///
+/// The initial weights depend on `config.seed` only: every parameter is drawn here, in module order,
+/// under a process-wide lock (burn draws a lazily initialised parameter on its first use, which would
+/// make the values depend on the order of the first forward pass and on other threads).
 pub fn build_model<B: Backend>(
     config: &TrainConfig,
     constants: &RunConstants,
     device: &B::Device,
 ) -> Result<Hst<B>, TrainError> {
     let classes = constants.classes.len();
+    let _seeded = SEEDED_INIT.lock().unwrap_or_else(|p| p.into_inner());
     B::seed(device, config.seed);
     let model_config = resolve_model_config::<B>(config, classes, constants.embed_dim, device);
     let wv = Tensor::<B, 2>::from_data(
@@ -108,6 +127,7 @@ pub fn build_model<B: Backend>(
         .collect();
     let adj = Tensor::<B, 2>::from_data(TensorData::new(adj, [classes, classes]), device);
     let mut model = model_config.init::<B>(wv, adj, device);
+    model.visit(&mut Materialize);
     if let Some(path) = &config.pretrained {
         let frozen = model.trunk.frozen_stages();
         model.trunk = model.trunk.load_weights(path)?.freeze(frozen);

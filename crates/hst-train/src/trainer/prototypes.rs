@@ -9,6 +9,7 @@ use hst_data::{HstBatcher, LabelMatrix, MultiLabelSource};
 use hst_transfer::{Hst, PrototypeCollector, Prototypes};
 
 use crate::config::TrainConfig;
+use crate::data_parallel::Peer;
 use crate::error::TrainError;
 
 use super::{derive_seed, Phase, TrainObserver};
@@ -78,5 +79,30 @@ pub(super) fn compute<B: AutodiffBackend>(
     Ok(Prototypes {
         centers: Tensor::from_inner(fitted.centers),
         valid: Tensor::from_inner(fitted.valid),
+    })
+}
+
+/// The main peer's prototypes on every peer: `computed` is `Some` on the main peer only (and on a peer that
+/// is alone); `dims` is `[classes, k, dim]`, known to every peer from the configuration.
+pub(super) fn share<B: AutodiffBackend>(
+    peer: &Peer<B::InnerBackend>,
+    computed: Option<Prototypes<B>>,
+    dims: [usize; 3],
+) -> Result<Prototypes<B>, TrainError> {
+    if !peer.is_parallel() {
+        return Ok(computed.expect("a peer alone computes its prototypes"));
+    }
+    let [classes, k, dim] = dims;
+    let device = peer.device();
+    let (centers, valid) = match computed {
+        Some(p) => (p.centers.inner(), p.valid.inner()),
+        None => (
+            Tensor::zeros([classes, k, dim], device),
+            Tensor::zeros([classes, k], device),
+        ),
+    };
+    Ok(Prototypes {
+        centers: Tensor::from_inner(peer.broadcast("prototype broadcast", centers)?),
+        valid: Tensor::from_inner(peer.broadcast("prototype broadcast", valid)?),
     })
 }

@@ -12,7 +12,10 @@ use hst_data::batcher::epoch_batches;
 use hst_data::{HstBatcher, LabelMatrix, MultiLabelSource};
 use hst_transfer::{BatchLabels, Hst, HstLosses, Prototypes, ScheduleStep};
 
+use burn_collective::ReduceOperation;
+
 use crate::config::TrainConfig;
+use crate::data_parallel::Peer;
 use crate::error::TrainError;
 use crate::metrics::PseudoLabelAccumulator;
 use crate::step_log::StepLog;
@@ -70,16 +73,29 @@ impl EpochSums {
         }
     }
 
-    /// Read the window of `log` (if any step is pending), stop on a non-finite loss, and add it. Returns the
-    /// window's mean total loss.
+    /// Read the window of `log` (if any step is pending) — summed over all peers when `peer` has others —,
+    /// stop on a non-finite loss, and add it. Returns the window's mean total loss and whether a peer asked
+    /// to stop (`stop` is this peer's request).
     fn read<B: Backend>(
         &mut self,
         log: &mut StepLog<B>,
         epoch: usize,
+        peer: &Peer<B>,
+        stop: bool,
         failure: impl FnOnce() -> String,
-    ) -> Result<Option<f64>, TrainError> {
-        let Some(window) = log.read() else {
-            return Ok(None);
+    ) -> Result<(Option<f64>, bool), TrainError> {
+        let (window, stop) = if peer.is_parallel() {
+            match log.read_across(stop, |v| {
+                peer.all_reduce("log window", v, ReduceOperation::Sum)
+            })? {
+                Some(read) => read,
+                None => return Ok((None, stop)),
+            }
+        } else {
+            match log.read() {
+                Some(window) => (window, stop),
+                None => return Ok((None, stop)),
+            }
         };
         let total = window.total();
         if !total.is_finite() {
@@ -105,7 +121,17 @@ impl EpochSums {
             self.cst_quality.add(q);
             self.seen_cst = true;
         }
-        Ok(Some(total / window.steps.max(1) as f64))
+        Ok((Some(total / window.steps.max(1) as f64), stop))
+    }
+}
+
+/// The seed of a step's instance-loss sampling: `(seed, epoch, batch)`, and the peer's rank for the other
+/// peers of a data-parallel run (their shares are other images).
+fn step_seed<B: Backend>(seed: u64, epoch: usize, batch: usize, peer: &Peer<B>) -> u64 {
+    if peer.rank == 0 {
+        derive_seed(&[seed, epoch as u64, batch as u64])
+    } else {
+        derive_seed(&[seed, epoch as u64, batch as u64, peer.rank as u64])
     }
 }
 
@@ -131,6 +157,8 @@ pub(super) struct EpochInputs<'a, B: AutodiffBackend> {
     pub stop: &'a AtomicBool,
     /// What a failure says about the checkpoints.
     pub failure_note: &'a dyn Fn() -> String,
+    /// This peer (the only one when training is not data-parallel).
+    pub peer: &'a Peer<B::InnerBackend>,
 }
 
 /// Why the batch loop ended early: a stop request after a batch (with the next batch), or a failure.
@@ -185,9 +213,10 @@ pub(super) fn train_epoch<B: AutodiffBackend, O: Optimizer<Hst<B>, B>>(
         lr,
         stop,
         failure_note,
+        peer,
     } = *inputs;
     let classes = train_set.classes().len();
-    let batches = epoch_batches(
+    let mut batches = epoch_batches(
         train_set.len(),
         config.batch_size,
         true,
@@ -195,6 +224,14 @@ pub(super) fn train_epoch<B: AutodiffBackend, O: Optimizer<Hst<B>, B>>(
         config.seed,
         epoch,
     );
+    // Data-parallel: every peer takes its share of each batch, in rank order.
+    if peer.is_parallel() {
+        let share = config.batch_size / peer.world;
+        let range = peer.rank * share..(peer.rank + 1) * share;
+        for batch in &mut batches {
+            *batch = batch[range.clone()].to_vec();
+        }
+    }
     let batches_per_epoch = batches.len();
     observer.phase_start(
         Phase::Train,
@@ -236,7 +273,7 @@ pub(super) fn train_epoch<B: AutodiffBackend, O: Optimizer<Hst<B>, B>>(
                     labels,
                     prototypes,
                     step,
-                    derive_seed(&[config.seed, epoch as u64, b as u64]),
+                    step_seed(config.seed, epoch, b, peer),
                 )
                 .map_err(|source| TrainError::Model {
                     what: "losses",
@@ -250,16 +287,19 @@ pub(super) fn train_epoch<B: AutodiffBackend, O: Optimizer<Hst<B>, B>>(
                 (&full_host, &batch.full.inner()),
             );
             let grads = GradientsParams::from_grads(losses.total.backward(), &*model);
+            let grads = peer.mean_gradients::<B, _>(grads, &*model)?;
             *model = optim.step(lr, model.clone(), grads);
-            images += n;
-            let loss = if step_log.pending() >= config.log_every {
-                sums.read(&mut step_log, epoch, failure_note)?
+            images += n * peer.world;
+            let requested = stop.load(Ordering::SeqCst);
+            // Peers learn of a stop request at a window read, so that all stop after the same batch.
+            let (loss, stopping) = if step_log.pending() >= config.log_every {
+                sums.read(&mut step_log, epoch, peer, requested, failure_note)?
             } else {
-                None
+                (None, requested && !peer.is_parallel())
             };
             observer.batch_done(Phase::Train, loss);
             b += 1;
-            if stop.load(Ordering::SeqCst) {
+            if stopping {
                 return Err(Interrupt::Stop(b));
             }
             Ok(())
@@ -272,7 +312,7 @@ pub(super) fn train_epoch<B: AutodiffBackend, O: Optimizer<Hst<B>, B>>(
         Err(Interrupt::Failed(e)) => return Err(e),
     };
     // The pending window is read before anything is saved: a non-finite loss in it must not be kept.
-    sums.read(&mut step_log, epoch, failure_note)?;
+    sums.read(&mut step_log, epoch, peer, false, failure_note)?;
     Ok(EpochTraining {
         sums,
         images,
