@@ -82,7 +82,8 @@ where
     };
 
     // Wait for all nodes to finish
-    sync_service.sync().await;
+    // hst patch: a lost peer is returned, not a panic.
+    sync_service.sync().await?;
 
     Ok(res)
 }

@@ -107,7 +107,8 @@ where
     .await?;
 
     // Wait for all nodes to finish
-    sync_service.sync().await;
+    // hst patch: a lost peer is returned, not a panic.
+    sync_service.sync().await?;
 
     // merge slices
     Ok(B::float_cat(slices, slice_dim))

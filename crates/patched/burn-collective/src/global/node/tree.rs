@@ -53,7 +53,8 @@ where
             .collect::<FuturesUnordered<_>>();
 
         for _ in children {
-            let res = downloads.next().await.unwrap().unwrap();
+            // hst patch: a lost child is returned (`PeerLost`), not a panic of the collective's task.
+            let res = downloads.next().await.unwrap()?;
             if res.shape() != shape {
                 return Err(GlobalCollectiveError::PeerSentIncoherentTensor);
             }
@@ -89,7 +90,8 @@ where
     }
 
     // Final barrier
-    sync_service.sync().await;
+    // hst patch: a lost peer is returned, not a panic.
+    sync_service.sync().await?;
 
     Ok(result)
 }
