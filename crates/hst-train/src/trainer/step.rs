@@ -290,15 +290,21 @@ pub(super) fn train_epoch<B: AutodiffBackend, O: Optimizer<Hst<B>, B>>(
             let grads = peer.mean_gradients::<B, _>(grads, &*model)?;
             *model = optim.step(lr, model.clone(), grads);
             images += n * peer.world;
-            let requested = stop.load(Ordering::SeqCst);
-            // Peers learn of a stop request at a window read, so that all stop after the same batch.
-            let (loss, stopping) = if step_log.pending() >= config.log_every {
+            // Data-parallel peers learn of a stop request at a window read, so that all stop after the same
+            // batch; a peer alone stops after any batch.
+            let (loss, stop_read) = if step_log.pending() >= config.log_every {
+                let requested = stop.load(Ordering::SeqCst);
                 sums.read(&mut step_log, epoch, peer, requested, failure_note)?
             } else {
-                (None, requested && !peer.is_parallel())
+                (None, false)
             };
             observer.batch_done(Phase::Train, loss);
             b += 1;
+            let stopping = if peer.is_parallel() {
+                stop_read
+            } else {
+                stop.load(Ordering::SeqCst)
+            };
             if stopping {
                 return Err(Interrupt::Stop(b));
             }
