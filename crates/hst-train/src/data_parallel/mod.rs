@@ -149,7 +149,7 @@ impl<D: Clone> DataParallel<D> {
             }
         }
         let world = self.world();
-        if config.batch_size % world != 0 {
+        if !config.batch_size.is_multiple_of(world) {
             return Err(TrainError::Config(format!(
                 "batch_size {} does not split into {world} equal shares (one per peer); choose a multiple of {world}",
                 config.batch_size
@@ -252,28 +252,27 @@ fn run_peers<B: AutodiffBackend, T: Send>(
         );
     }
     collective::reset_collective::<B::InnerBackend>();
-    let run_peer =
-        |index: usize, work: &mut dyn FnMut(&Peer<B::InnerBackend>) -> Result<T, TrainError>| {
-            let rank = node_rank * local + index;
-            let device = parallel.devices[index].clone();
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let mut peer = Peer::<B::InnerBackend>::new(rank, world, device, parallel.timeout);
-                peer.register(collective_config.clone())?;
-                work(&peer)
-            }));
-            let outcome = outcome.unwrap_or_else(|panic| {
-                Err(TrainError::Collective {
-                    what: "training",
-                    peer: rank,
-                    message: panic_message(panic.as_ref()),
-                })
-            });
-            if outcome.is_err() {
-                // Wake the other local peers waiting for this one: their operations fail at once.
-                collective::reset_collective::<B::InnerBackend>();
-            }
-            outcome
-        };
+    let run_peer = |index: usize, work: &mut PeerWork<'_, B::InnerBackend, T>| {
+        let rank = node_rank * local + index;
+        let device = parallel.devices[index].clone();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut peer = Peer::<B::InnerBackend>::new(rank, world, device, parallel.timeout);
+            peer.register(collective_config.clone())?;
+            work(&peer)
+        }));
+        let outcome = outcome.unwrap_or_else(|panic| {
+            Err(TrainError::Collective {
+                what: "training",
+                peer: rank,
+                message: panic_message(panic.as_ref()),
+            })
+        });
+        if outcome.is_err() {
+            // Wake the other local peers waiting for this one: their operations fail at once.
+            collective::reset_collective::<B::InnerBackend>();
+        }
+        outcome
+    };
     let results = std::thread::scope(|scope| {
         let others: Vec<_> = (1..local)
             .map(|index| {
@@ -297,6 +296,9 @@ fn run_peers<B: AutodiffBackend, T: Send>(
     collective::reset_collective::<B::InnerBackend>();
     Ok(results)
 }
+
+/// The work of one peer.
+type PeerWork<'a, B, T> = dyn FnMut(&Peer<B>) -> Result<T, TrainError> + 'a;
 
 /// The first peer's summary, or the error that caused the others: the first one that is not a peer
 /// giving up on the others.
