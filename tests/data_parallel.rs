@@ -11,31 +11,9 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use hst_train::trainer::{load_run_model, read_logs};
 
-/// The tiny embedded configuration of `tests/cli.rs` (3 batches of 16 an epoch, 2 epochs, pseudo labels and
-/// prototypes from epoch 1), logging every 2 steps.
-const TINY: &[&str] = &[
-    "epochs=2",
-    "log_every=2",
-    "model.trunk.base_width=4",
-    "model.sarl.feature_dim=16",
-    "model.sarl.attention_dim=8",
-    "model.sarl.output_dim=16",
-    "model.ist.hidden_dim=8",
-    "model.ist.pair_dim=16",
-    "model.cst.prototypes=2",
-    "model.cst.kmeans.k=2",
-    "model.schedule.pseudo_label_epoch=1",
-    "model.schedule.prototype_interval=1",
-    "data.source.train_images=48",
-    "data.source.test_images=20",
-    "data.transform.image_size=32",
-    "data.transform.scale_size=36",
-    "data.transform.crop_sizes=[36,32]",
-    "data.guard_adjacency_nan=true",
-    "batch_size=16",
-    "eval_batch_size=8",
-    "optimizer.lr=1e-2",
-];
+#[path = "support/tiny.rs"]
+mod tiny;
+use tiny::TINY;
 
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("hst-dp-{name}-{}", std::process::id()));
@@ -43,11 +21,12 @@ fn temp(name: &str) -> PathBuf {
     dir
 }
 
-/// `hst train --out out extra… --set TINY… --set sets…`.
+/// `hst train --out out extra… --set TINY… --set log_every=2 --set sets…` (the tiny configuration of the CLI
+/// tests, 3 batches of 16 an epoch, logging every 2 steps).
 fn train_command(out: &Path, extra: &[String], sets: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hst"));
     cmd.arg("train").arg("--out").arg(out).args(extra);
-    for s in TINY.iter().chain(sets) {
+    for s in TINY.iter().chain(&["log_every=2"]).chain(sets) {
         cmd.arg("--set").arg(s);
     }
     cmd.env_remove("RUST_LOG");

@@ -28,9 +28,7 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// A data-parallel peer; `B` is the inner (non-autodiff) backend the collective works on.
 pub struct Peer<B: Backend> {
-    /// Its id in the collective (`node_rank · local_devices + local index`).
-    pub id: PeerId,
-    /// Its rank among all peers (the same number as `id`).
+    /// Its rank among all peers (`node_rank · local_devices + local index`), also its id in the collective.
     pub rank: usize,
     /// Peers in the whole collective (all nodes).
     pub world: usize,
@@ -43,7 +41,6 @@ impl<B: Backend> Peer<B> {
     /// The one peer of a training that is not data-parallel: no collective, no thread.
     pub fn solo(device: B::Device) -> Self {
         Self {
-            id: PeerId(0),
             rank: 0,
             world: 1,
             device,
@@ -64,13 +61,17 @@ impl<B: Backend> Peer<B> {
             })
             .expect("spawn the collective thread");
         Self {
-            id: PeerId(rank as u32),
             rank,
             world,
             device,
             timeout,
             jobs: Some(tx),
         }
+    }
+
+    /// Its id in the collective (its rank).
+    fn id(&self) -> PeerId {
+        PeerId(self.rank as u32)
     }
 
     /// Whether this peer evaluates, computes the prototypes, writes the run folder and reports progress.
@@ -127,7 +128,7 @@ impl<B: Backend> Peer<B> {
     /// cluster (burn-collective 0.21's `finish` waits on the orchestrator, which node 0 may already have
     /// closed).
     pub(crate) fn register(&mut self, config: CollectiveConfig) -> Result<(), TrainError> {
-        let (id, device) = (self.id, self.device.clone());
+        let (id, device) = (self.id(), self.device.clone());
         self.call("joining the collective", move || {
             collective::register::<B>(id, device, config)
         })
@@ -143,7 +144,7 @@ impl<B: Backend> Peer<B> {
         if !self.is_parallel() {
             return Ok(tensor);
         }
-        let id = self.id;
+        let id = self.id();
         let primitive = tensor.into_primitive().tensor();
         let reduced = self.call(what, move || collective::all_reduce::<B>(id, primitive, op))?;
         Ok(Tensor::from_primitive(
@@ -162,12 +163,16 @@ impl<B: Backend> Peer<B> {
         if !self.is_parallel() {
             return Ok(tensor);
         }
-        let tensor = if self.is_main() {
+        self.all_reduce(what, self.contribution(tensor), ReduceOperation::Sum)
+    }
+
+    /// What this peer adds to a broadcast's sum: the main peer its values, the others zeros.
+    fn contribution<const D: usize>(&self, tensor: Tensor<B, D>) -> Tensor<B, D> {
+        if self.is_main() {
             tensor
         } else {
             tensor.zeros_like()
-        };
-        self.all_reduce(what, tensor, ReduceOperation::Sum)
+        }
     }
 
     /// All-reduce `tensors` (any shapes) in buckets of at most [`BUCKET_ELEMENTS`] values; the result keeps
@@ -197,13 +202,16 @@ impl<B: Backend> Peer<B> {
             }
             Ok(())
         };
+        let mut filled = 0;
         for flat in tensors {
             let n = flat.dims()[0];
-            if !sizes.is_empty() && sizes.iter().sum::<usize>() + n > BUCKET_ELEMENTS {
+            if filled > 0 && filled + n > BUCKET_ELEMENTS {
                 flush(&mut bucket, &mut sizes, &mut out)?;
+                filled = 0;
             }
             bucket.push(flat);
             sizes.push(n);
+            filled += n;
         }
         flush(&mut bucket, &mut sizes, &mut out)?;
         Ok(out)
@@ -263,11 +271,7 @@ impl<B: Backend> Peer<B> {
         model.visit(&mut values);
         let reduced = self.all_reduce_flat(
             "weight broadcast",
-            values
-                .0
-                .into_iter()
-                .map(|t| if self.is_main() { t } else { t.zeros_like() })
-                .collect(),
+            values.0.into_iter().map(|t| self.contribution(t)).collect(),
             ReduceOperation::Sum,
         )?;
         Ok(model.map(&mut Replace {
