@@ -347,6 +347,103 @@ fn attention_pool_backward_matches_flex() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// SARL's GGNN at the embedded model's sizes (D = 256, 20 classes, batch 2, T = 3): output and the gradient of
+/// the nodes, the adjacency and every weight and bias of the six linears.
+fn ggnn_grads<B: burn::tensor::backend::AutodiffBackend>(
+    nodes: &[f32],
+    adjacency: &[f32],
+    weights: &[f32],
+    shape: [usize; 3],
+    device: &B::Device,
+) -> Vec<(String, Vec<f32>)> {
+    use burn::module::{Module, ModuleMapper, Param};
+    use hst_backbone::sarl::GgnnConfig;
+    let [batch, classes, dim] = shape;
+    /// Overwrites every float parameter with the next values of `weights` (the same on both backends).
+    struct Fill<'a> {
+        weights: &'a [f32],
+        at: usize,
+    }
+    impl<B: Backend> ModuleMapper<B> for Fill<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, value, mapper) = param.consume();
+            let dims = value.dims();
+            let n: usize = dims.iter().product();
+            let values = self.weights[self.at..self.at + n]
+                .iter()
+                .map(|v| v * 0.05)
+                .collect::<Vec<f32>>();
+            self.at += n;
+            let value =
+                Tensor::from_data(TensorData::new(values, dims), &value.device()).require_grad();
+            Param::from_mapped_value(id, value, mapper)
+        }
+    }
+    let ggnn = GgnnConfig::new(dim)
+        .init::<B>(device)
+        .map(&mut Fill { weights, at: 0 });
+    let nodes = tensor::<B, 3>(nodes, shape, device).require_grad();
+    let adjacency = tensor::<B, 2>(adjacency, [classes, classes], device).require_grad();
+    let out = ggnn.forward(nodes.clone(), adjacency.clone()); // [batch, classes, dim]
+    let probe = tensor::<B, 3>(&weights[..batch * classes * dim], shape, device);
+    let grads = (out.clone() * probe).sum().backward();
+    let mut result = vec![
+        ("output".to_string(), to_vec(out)),
+        (
+            "nodes grad".to_string(),
+            to_vec(nodes.grad(&grads).unwrap()),
+        ),
+        (
+            "adjacency grad".to_string(),
+            to_vec(adjacency.grad(&grads).unwrap()),
+        ),
+    ];
+    for (name, linear) in [
+        ("update_message", &ggnn.update_message),
+        ("update_state", &ggnn.update_state),
+        ("reset_message", &ggnn.reset_message),
+        ("reset_state", &ggnn.reset_state),
+        ("candidate_message", &ggnn.candidate_message),
+        ("candidate_state", &ggnn.candidate_state),
+    ] {
+        result.push((
+            format!("{name}.weight grad"),
+            to_vec(linear.weight.grad(&grads).unwrap()),
+        ));
+        let bias = linear.bias.as_ref().expect("GGNN linears have biases");
+        result.push((
+            format!("{name}.bias grad"),
+            to_vec(bias.grad(&grads).unwrap()),
+        ));
+    }
+    result
+}
+
+/// The GGNN's gradients at the embedded model's sizes match flex (`hst bench --check --config default` saw
+/// `ggnn.candidate_message.weight` differ on some lavapipe runs: the rows 512–767 of the stacked message
+/// weight's `[768, 512]` gradient).
+#[test]
+fn ggnn_backward_matches_flex() {
+    let Some(gd) = wgpu_device() else { return };
+    let shape = [2, 20, 256];
+    let [batch, classes, dim] = shape;
+    let mut rng = SeededRng::from_parts(&[17, 0]);
+    let nodes = rng.normals(batch * classes * dim);
+    let adjacency: Vec<f32> = rng
+        .normals(classes * classes)
+        .iter()
+        .map(|v| v.abs() * 0.1)
+        .collect();
+    let weights = rng.normals(6 * (2 * dim * dim + dim) + 6 * dim * dim);
+    let got = ggnn_grads::<Autodiff<G>>(&nodes, &adjacency, &weights, shape, &gd);
+    let want = ggnn_grads::<Autodiff<C>>(&nodes, &adjacency, &weights, shape, &Default::default());
+    let mut failures = Vec::new();
+    for ((name, g), (_, c)) in got.iter().zip(&want) {
+        failures.extend(differs(&format!("ggnn {name}"), g, c));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// burn 0.21's WGPU backend gets the input gradient of a 1×1 stride-2 convolution — ResNet's downsample
 /// shortcut — wrong (all zeros for 4×4 → 2×2 and 8×8 → 4×4 on lavapipe, Mesa 22.3.6, builds of 2026-11-26 and
 /// 2026-12-01; the trunk gradients of `hst bench --check --config default` were wrong the same way on an H100).
