@@ -347,46 +347,23 @@ fn attention_pool_backward_matches_flex() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// SARL's GGNN at the embedded model's sizes (D = 256, 20 classes, batch 2, T = 3): output and the gradient of
-/// the nodes, the adjacency and every weight and bias of the six linears.
+/// SARL's GGNN forward + backward: output and the gradient of the nodes, the adjacency and every weight and
+/// bias of the six linears.
 fn ggnn_grads<B: burn::tensor::backend::AutodiffBackend>(
+    ggnn: &hst_backbone::sarl::Ggnn<B>,
     nodes: &[f32],
     adjacency: &[f32],
-    weights: &[f32],
+    probe: &[f32],
     shape: [usize; 3],
     device: &B::Device,
 ) -> Vec<(String, Vec<f32>)> {
-    use burn::module::{Module, ModuleMapper, Param};
-    use hst_backbone::sarl::GgnnConfig;
-    let [batch, classes, dim] = shape;
-    /// Overwrites every float parameter with the next values of `weights` (the same on both backends).
-    struct Fill<'a> {
-        weights: &'a [f32],
-        at: usize,
-    }
-    impl<B: Backend> ModuleMapper<B> for Fill<'_> {
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-            let (id, value, mapper) = param.consume();
-            let dims = value.dims();
-            let n: usize = dims.iter().product();
-            let values = self.weights[self.at..self.at + n]
-                .iter()
-                .map(|v| v * 0.05)
-                .collect::<Vec<f32>>();
-            self.at += n;
-            let value =
-                Tensor::from_data(TensorData::new(values, dims), &value.device()).require_grad();
-            Param::from_mapped_value(id, value, mapper)
-        }
-    }
-    let ggnn = GgnnConfig::new(dim)
-        .init::<B>(device)
-        .map(&mut Fill { weights, at: 0 });
+    let classes = shape[1];
     let nodes = tensor::<B, 3>(nodes, shape, device).require_grad();
     let adjacency = tensor::<B, 2>(adjacency, [classes, classes], device).require_grad();
     let out = ggnn.forward(nodes.clone(), adjacency.clone()); // [batch, classes, dim]
-    let probe = tensor::<B, 3>(&weights[..batch * classes * dim], shape, device);
-    let grads = (out.clone() * probe).sum().backward();
+    let grads = (out.clone() * tensor::<B, 3>(probe, shape, device))
+        .sum()
+        .backward();
     let mut result = vec![
         ("output".to_string(), to_vec(out)),
         (
@@ -419,14 +396,30 @@ fn ggnn_grads<B: burn::tensor::backend::AutodiffBackend>(
     result
 }
 
-/// The GGNN's gradients at the embedded model's sizes match flex (`hst bench --check --config default` saw
-/// `ggnn.candidate_message.weight` differ on some lavapipe runs: the rows 512–767 of the stacked message
-/// weight's `[768, 512]` gradient).
+/// The GGNN at the embedded model's sizes (D = 256, 20 classes, batch 2, T = 3) matches flex, with the same
+/// weights on both sides (flex's initialisation, recorded and loaded, as `hst bench --check` does). One lavapipe
+/// run of `hst bench --check --config default` saw `ggnn.candidate_message.weight`'s gradient differ (rows
+/// 512–767 of the stacked message weight's `[768, 512]` gradient).
 #[test]
 fn ggnn_backward_matches_flex() {
+    use burn::module::Module;
+    use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+    use hst_backbone::sarl::GgnnConfig;
+    type Bytes = NamedMpkBytesRecorder<FullPrecisionSettings>;
     let Some(gd) = wgpu_device() else { return };
+    let cd = Default::default();
     let shape = [2, 20, 256];
     let [batch, classes, dim] = shape;
+    let config = GgnnConfig::new(dim);
+    let record = Bytes::default()
+        .record(config.init::<Autodiff<C>>(&cd).into_record(), ())
+        .unwrap();
+    let on_flex = config
+        .init::<Autodiff<C>>(&cd)
+        .load_record(Bytes::default().load(record.clone(), &cd).unwrap());
+    let on_wgpu = config
+        .init::<Autodiff<G>>(&gd)
+        .load_record(Bytes::default().load(record, &gd).unwrap());
     let mut rng = SeededRng::from_parts(&[17, 0]);
     let nodes = rng.normals(batch * classes * dim);
     let adjacency: Vec<f32> = rng
@@ -434,9 +427,9 @@ fn ggnn_backward_matches_flex() {
         .iter()
         .map(|v| v.abs() * 0.1)
         .collect();
-    let weights = rng.normals(6 * (2 * dim * dim + dim) + 6 * dim * dim);
-    let got = ggnn_grads::<Autodiff<G>>(&nodes, &adjacency, &weights, shape, &gd);
-    let want = ggnn_grads::<Autodiff<C>>(&nodes, &adjacency, &weights, shape, &Default::default());
+    let probe = rng.normals(batch * classes * dim);
+    let got = ggnn_grads(&on_wgpu, &nodes, &adjacency, &probe, shape, &gd);
+    let want = ggnn_grads(&on_flex, &nodes, &adjacency, &probe, shape, &cd);
     let mut failures = Vec::new();
     for ((name, g), (_, c)) in got.iter().zip(&want) {
         failures.extend(differs(&format!("ggnn {name}"), g, c));
