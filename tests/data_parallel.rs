@@ -47,14 +47,24 @@ fn succeeded(what: &str, out: &Output) {
     );
 }
 
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Three distinct ports nobody listens on now (all bound at once, so they differ from each other). Another
+/// process may still take one before a node binds it: see [`ports_taken`].
+fn free_ports() -> (u16, u16, u16) {
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let port = |i: usize| listeners[i].local_addr().unwrap().port();
+    (port(0), port(1), port(2))
 }
+
+/// Whether a node failed only because one of its ports was taken in the meantime (by some other process's
+/// outgoing connection: the ports come from the ephemeral range).
+fn ports_taken(out: &Output) -> bool {
+    !out.status.success() && text(&out.stderr).contains("Address already in use")
+}
+
+/// The two tests start processes that open many connections; one at a time keeps their ports apart.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Node `rank` of two on 127.0.0.1, its tensor service on `port`.
 fn node(
@@ -114,15 +124,26 @@ fn two_processes_train_what_two_peers_in_one_process_train() {
         text(&out.stderr)
     );
 
-    // The same two peers as two processes joined through the coordinator on 127.0.0.1.
-    let (coordinator, p0, p1) = (free_port(), free_port(), free_port());
+    // The same two peers as two processes joined through the coordinator on 127.0.0.1 (again, with new
+    // ports, when a port was taken between choosing and binding it; any other failure fails the test).
     let (a, b) = (temp("node0"), temp("node1"));
-    let n0 = node(0, coordinator, p0, &a, 120, &[]);
-    let n1 = node(1, coordinator, p1, &b, 120, &[]);
-    let (o0, o1) = (
-        n0.wait_with_output().unwrap(),
-        n1.wait_with_output().unwrap(),
-    );
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut attempt = 0;
+    let (o0, o1) = loop {
+        attempt += 1;
+        let (coordinator, p0, p1) = free_ports();
+        let n0 = node(0, coordinator, p0, &a, 120, &[]);
+        let n1 = node(1, coordinator, p1, &b, 120, &[]);
+        let (o0, o1) = (
+            n0.wait_with_output().unwrap(),
+            n1.wait_with_output().unwrap(),
+        );
+        if attempt < 3 && (ports_taken(&o0) || ports_taken(&o1)) {
+            let _ = (std::fs::remove_dir_all(&a), std::fs::remove_dir_all(&b));
+            continue;
+        }
+        break (o0, o1);
+    };
     succeeded("node 0", &o0);
     succeeded("node 1", &o1);
 
@@ -148,7 +169,8 @@ fn two_processes_train_what_two_peers_in_one_process_train() {
 
 #[test]
 fn a_killed_process_stops_the_other_with_an_error() {
-    let (coordinator, p0, p1) = (free_port(), free_port(), free_port());
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (coordinator, p0, p1) = free_ports();
     let (a, b) = (temp("kill0"), temp("kill1"));
     let timeout_s = 20;
     // Long enough not to end before the kill.
