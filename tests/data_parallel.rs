@@ -126,12 +126,13 @@ fn two_processes_train_what_two_peers_in_one_process_train() {
 
     // The same two peers as two processes joined through the coordinator on 127.0.0.1 (again, with new
     // ports, when a port was taken between choosing and binding it; any other failure fails the test).
-    let (a, b) = (temp("node0"), temp("node1"));
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut attempt = 0;
-    let (o0, o1) = loop {
+    let (a, b, o0, o1) = loop {
         attempt += 1;
         let (coordinator, p0, p1) = free_ports();
+        // `temp` empties the folders an earlier attempt wrote.
+        let (a, b) = (temp("node0"), temp("node1"));
         let n0 = node(0, coordinator, p0, &a, 120, &[]);
         let n1 = node(1, coordinator, p1, &b, 120, &[]);
         let (o0, o1) = (
@@ -139,10 +140,9 @@ fn two_processes_train_what_two_peers_in_one_process_train() {
             n1.wait_with_output().unwrap(),
         );
         if attempt < 3 && (ports_taken(&o0) || ports_taken(&o1)) {
-            let _ = (std::fs::remove_dir_all(&a), std::fs::remove_dir_all(&b));
             continue;
         }
-        break (o0, o1);
+        break (a, b, o0, o1);
     };
     succeeded("node 0", &o0);
     succeeded("node 1", &o1);
