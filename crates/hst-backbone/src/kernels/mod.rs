@@ -430,6 +430,20 @@ pub fn is_pointwise<B: Backend>(conv: &Conv2d<B>) -> bool {
 /// The strided form also works around a burn 0.21 WGPU bug: the input gradient of its 1×1 stride-2
 /// convolution comes out all zeros (seen on lavapipe and on an H100; `tests/wgpu_smoke.rs`).
 ///
+/// On every backend but flex, the images run as one 2-D matmul side by side, `weight [out, in] × x [in,
+/// batch · h·w]` (two transposed copies of the activations), with `batch · h·w` zero-padded to the next
+/// multiple of 16 when it is an odd multiple of 8, to keep clear of two burn 0.21 (CubeCL 0.10) matmul bugs
+/// seen on WGPU (lavapipe), both of one kernel family and both checked against a float64 product:
+/// - a *batched* matmul with one side 8 wide is wrong in every image but the last (`[2, 8, 8] × [2, 8, 1024]`,
+///   `[2, 8, 24] × [2, 24, 640]`: 40–70 % relative error; one image, or the same product in 2-D, is right).
+///   EfficientNet-Lite at 1/8 width hits it.
+/// - a matmul whose right-hand side is transposed (what the weight gradient `∂y × xᵀ` reads) is wrong
+///   when the reduced dimension is an odd multiple of 8 (`[16, 392] × [392, 512]ᵀ-layout`: 15 %; 384 and
+///   400 are right). Batch 2 of 14×14 maps has 392 columns.
+///
+/// `pointwise_conv_matches_flex` in `tests/wgpu_smoke.rs` runs both shapes. Flex keeps the batched matmul
+/// on views, its faster form.
+///
 /// # Shapes
 /// - `x`: `[batch, in, h, w]`
 /// - output: `[batch, out, ⌈h / stride⌉, ⌈w / stride⌉]`
@@ -440,12 +454,41 @@ pub fn pointwise_conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor
     let x = subsample(x, conv.stride);
     let [batch, channels_in, h, w] = x.dims();
     let [channels_out, _, _, _] = conv.weight.dims();
-    let weight = conv.weight.val().reshape([1, channels_out, channels_in]); // [1, out, in]
-    let mut out = weight.matmul(x.reshape([batch, channels_in, h * w])); // [batch, out, h * w]
+    let x = x.reshape([batch, channels_in, h * w]); // [batch, in, h * w]
+    let mut out = if runs_fused_kernels::<B>() {
+        let weight = conv.weight.val().reshape([1, channels_out, channels_in]); // [1, out, in]
+        weight.matmul(x) // [batch, out, h * w]
+    } else {
+        side_by_side_matmul(conv.weight.val().reshape([channels_out, channels_in]), x)
+    };
     if let Some(bias) = &conv.bias {
         out = out + bias.val().reshape([1, channels_out, 1]);
     }
     out.reshape([batch, channels_out, h, w])
+}
+
+/// `weight × x[i]` for every image `i` as one 2-D matmul over the images side by side,
+/// `[out, in] × [in, batch · n]`, the columns zero-padded by 8 when `batch · n` is an odd multiple of 8
+/// (see [`pointwise_conv2d`]).
+///
+/// # Shapes
+/// - `weight`: `[out, in]`, `x`: `[batch, in, n]`
+/// - output: `[batch, out, n]`
+fn side_by_side_matmul<B: Backend>(weight: Tensor<B, 2>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [batch, channels_in, n] = x.dims();
+    let channels_out = weight.dims()[0];
+    let columns = batch * n;
+    let mut x = x.swap_dims(0, 1).reshape([channels_in, columns]); // [in, batch * n]
+    let padding = if columns % 16 == 8 { 8 } else { 0 };
+    if padding > 0 {
+        let zeros = Tensor::zeros([channels_in, padding], &x.device());
+        x = Tensor::cat(vec![x, zeros], 1); // [in, batch * n + 8]
+    }
+    let mut out = weight.matmul(x); // [out, batch * n (+ 8)]
+    if padding > 0 {
+        out = out.slice([0..channels_out, 0..columns]);
+    }
+    out.reshape([channels_out, batch, n]).swap_dims(0, 1) // [batch, out, n]
 }
 
 /// Rows and columns `0, s, 2s, …` of `x` (what a 1×1 convolution with stride `s` and no padding reads):
@@ -511,10 +554,18 @@ fn on_backend<B: Backend, K: Backend, const N: usize>(
         .unwrap_or_else(|_| unreachable!("B is K: the inputs were cast")))
 }
 
-/// Which implementation [`tanh_bilinear_score`] runs on backend `B`: `"fused"` or `"composed"`.
-pub fn tanh_bilinear_score_implementation<B: Backend>() -> &'static str {
+/// Whether `B` is a backend with the fused kernels of this module (flex, or flex under autodiff).
+fn runs_fused_kernels<B: Backend>() -> bool {
     #[cfg(feature = "flex")]
     if flex::is_fused::<B>() {
+        return true;
+    }
+    false
+}
+
+/// Which implementation [`tanh_bilinear_score`] runs on backend `B`: `"fused"` or `"composed"`.
+pub fn tanh_bilinear_score_implementation<B: Backend>() -> &'static str {
+    if runs_fused_kernels::<B>() {
         return "fused";
     }
     "composed"
@@ -820,6 +871,39 @@ mod tests {
             .init::<AB>(&device);
         assert!(dense_options(&grouped).is_none() && dense_options(&biased).is_none());
         assert!(dense_options(&same).is_none());
+    }
+
+    /// The side-by-side matmul other backends run for a pointwise convolution against the batched one
+    /// flex runs, values and gradients: 3 × 7 columns, and 2 × 12 = 24 (an odd multiple of 8: padded).
+    #[test]
+    fn side_by_side_matmul_matches_batched_matmul() {
+        let device = Default::default();
+        for [batch, n] in [[3, 7], [2, 12]] {
+            let weight = Tensor::<AB, 2>::random([6, 5], Distribution::Normal(0.0, 1.0), &device)
+                .require_grad();
+            let x = Tensor::<AB, 3>::random([batch, 5, n], Distribution::Normal(0.0, 1.0), &device)
+                .require_grad();
+            let upstream = Tensor::<AB, 3>::random([batch, 6, n], Distribution::Default, &device);
+            let ours = side_by_side_matmul(weight.clone(), x.clone());
+            let theirs = weight.clone().unsqueeze::<3>().matmul(x.clone());
+            assert_eq!(ours.dims(), [batch, 6, n]);
+            let tol = Tolerance::<f32>::relative(1e-5).set_absolute(1e-6);
+            ours.clone()
+                .inner()
+                .into_data()
+                .assert_approx_eq::<f32>(&theirs.clone().inner().into_data(), tol);
+            let g1 = (ours * upstream.clone()).sum().backward();
+            let g2 = (theirs * upstream).sum().backward();
+            x.grad(&g1)
+                .unwrap()
+                .into_data()
+                .assert_approx_eq::<f32>(&x.grad(&g2).unwrap().into_data(), tol);
+            weight
+                .grad(&g1)
+                .unwrap()
+                .into_data()
+                .assert_approx_eq::<f32>(&weight.grad(&g2).unwrap().into_data(), tol);
+        }
     }
 
     /// The matmul form of a pointwise convolution against Burn's `Conv2d` (forward, ∂x, ∂weight, ∂bias).
